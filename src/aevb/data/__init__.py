@@ -1,0 +1,96 @@
+"""Datasets held in memory as tensors: a registry of named datasets, readers, downloads.
+
+`load(name)` returns a `Dataset` with a train and a test `Split`; images are float32 in
+[0, 1], shape (N, C, H, W); labels int64. Batches are slices of a random permutation.
+Binarization: "none" (intensities), "static" (one draw per pixel with a fixed seed, for
+train and test), "dynamic" (a fresh draw every time a training image is used; the test set
+is binarized once with a fixed seed so that test numbers are comparable).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Iterator
+
+import torch
+from torch import Tensor
+
+from .readers import DataError
+from .registry import DATASETS, load_arrays
+from . import transforms
+from .transforms import BINARIZE, salt_and_pepper
+
+__all__ = ["Dataset", "Split", "load", "DATASETS", "DataError", "salt_and_pepper"]
+
+EVAL_BINARIZE_SEED = 1234  # the fixed seed of static binarization and of the test set
+
+
+@dataclass
+class Split:
+    """Images x (N, C, H, W) float32 in [0, 1] and labels y (N,) int64 (or None)."""
+
+    x: Tensor
+    y: Tensor | None = None
+
+    def __len__(self) -> int:
+        return self.x.shape[0]
+
+    def __getitem__(self, idx) -> "Split":
+        return Split(self.x[idx], None if self.y is None else self.y[idx])
+
+
+@dataclass
+class Dataset:
+    name: str
+    train: Split
+    test: Split
+    binarize: str = "none"
+    num_classes: int = 0
+    info: dict = field(default_factory=dict)
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        return tuple(self.train.x.shape[1:])
+
+    def batches(self, batch_size: int, generator: torch.Generator, split: str = "train",
+                shuffle: bool = True, rank: int = 0, world_size: int = 1,
+                drop_last: bool = False, start: int = 0) -> Iterator[tuple[Tensor, Tensor | None]]:
+        """(x, y) batches of a split: slices of one permutation drawn from `generator`.
+
+        With `world_size > 1` each rank gets a disjoint shard of every global batch of
+        `batch_size * world_size` images. Dynamic binarization draws from the global RNG.
+        `start` skips the first batches without touching any RNG (to resume mid-epoch)."""
+        data = getattr(self, split)
+        n = len(data)
+        order = torch.randperm(n, generator=generator) if shuffle else torch.arange(n)
+        step = batch_size * world_size
+        stop = n - n % step if drop_last else n
+        dynamic = split == "train" and self.binarize == "dynamic"
+        for i in range(start * step, stop, step):
+            idx = order[i:i + step][rank::world_size]
+            x = data.x[idx]
+            yield (transforms.binarize(x) if dynamic else x), (None if data.y is None else data.y[idx])
+
+
+def load(name: str = "digits", binarize: str = "none", data_dir=None, download: bool = True,
+         limit: int | None = None) -> Dataset:
+    """Load dataset `name` (see `DATASETS`), optionally from local files in `data_dir`.
+
+    `limit` keeps the first `limit` images of each split (for quick experiments)."""
+    if binarize not in BINARIZE:
+        raise ValueError(f"binarize must be one of {BINARIZE}, got {binarize!r}")
+    arrays = load_arrays(name, data_dir=data_dir, download=download)
+    splits = {}
+    for part in ("train", "test"):
+        x, y = arrays[part]
+        x, y = torch.as_tensor(x), None if y is None else torch.as_tensor(y).long()
+        if limit:
+            x, y = x[:limit], None if y is None else y[:limit]
+        splits[part] = Split(x.float().div_(255.0) if x.dtype == torch.uint8 else x.float(), y)
+    ds = Dataset(name, splits["train"], splits["test"], binarize, arrays.get("num_classes", 0),
+                 arrays.get("info", {}))
+    if binarize != "none":
+        g = torch.Generator().manual_seed(EVAL_BINARIZE_SEED)
+        ds.test = Split(transforms.binarize(ds.test.x, g), ds.test.y)
+        if binarize == "static":
+            ds.train = Split(transforms.binarize(ds.train.x, g), ds.train.y)
+    return ds

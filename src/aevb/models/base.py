@@ -1,0 +1,97 @@
+"""What every model shares: a registry, a config dict, save / load of one directory."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from ..serialization import CheckpointError, load_tensors, read_json, save_tensors, write_json
+
+MODELS: dict[str, type["Model"]] = {}
+
+
+def register(name: str):
+    def deco(cls):
+        cls.kind = name
+        MODELS[name] = cls
+        return cls
+    return deco
+
+
+class Model(nn.Module):
+    """A model is built from a plain config dict (`from_config`) and saved as a directory
+    holding `config.json` and `model.safetensors` (`save` / `aevb.load`).
+
+    Subclasses implement `objective(x, y) -> {"loss": scalar, <metric>: per-example (N,)}`;
+    the trainer minimizes "loss" and averages the other entries over the data.
+    """
+
+    kind = "model"
+    config: dict
+
+    @classmethod
+    def from_config(cls, config: dict) -> "Model":
+        raise NotImplementedError
+
+    def objective(self, x, y=None) -> dict:
+        raise NotImplementedError
+
+    def full_config(self) -> dict:
+        return {"model": self.kind, **self.config}
+
+    def save(self, directory) -> Path:
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        save_tensors(directory / "model.safetensors", self.state_dict(), self.full_config())
+        write_json(directory / "config.json", self.full_config())
+        return directory
+
+
+def from_config(config: dict) -> Model:
+    """Build an (untrained) model from a config written by `Model.full_config`."""
+    config = dict(config)
+    kind = config.pop("model", None)
+    if kind not in MODELS:
+        raise CheckpointError(f"unknown model type {kind!r} in config; known: {sorted(MODELS)}")
+    return MODELS[kind].from_config(config)
+
+
+def load_state(model: nn.Module, state: dict, source) -> None:
+    """Load weights, refusing (with the file name) a checkpoint made for another architecture."""
+    own = model.state_dict()
+    missing = sorted(set(own) - set(state))
+    unexpected = sorted(set(state) - set(own))
+    wrong = sorted(k for k in set(own) & set(state) if own[k].shape != state[k].shape)
+    if missing or unexpected or wrong:
+        raise CheckpointError(
+            f"{source}: checkpoint does not fit this model (missing {missing[:3]}, unexpected "
+            f"{unexpected[:3]}, wrong shape {wrong[:3]}); it was saved from another model")
+    model.load_state_dict(state)
+
+
+def load(path) -> Model:
+    """Load a model: from a run directory (its latest checkpoint), a checkpoint file, or a
+    directory written by `Model.save`. Weights are safetensors, so loading runs no code."""
+    path = Path(path)
+    ckpt = path / "checkpoint.safetensors" if path.is_dir() else path
+    if ckpt.suffix == ".safetensors" and ckpt.name != "model.safetensors":
+        tensors, meta = load_tensors(ckpt)
+        if "model_config" not in meta:
+            raise CheckpointError(f"{ckpt}: no model config in this checkpoint; not written by aevb")
+        config = meta["model_config"]
+        state = {k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")}
+    elif (path / "config.json").exists():
+        config = read_json(path / "config.json")
+        ckpt = path / "model.safetensors"
+        state, _ = load_tensors(ckpt)
+    else:
+        raise CheckpointError(f"{path}: no checkpoint.safetensors or config.json here; expected a "
+                              "run directory, a checkpoint file or a directory written by model.save()")
+    model = from_config(config)
+    load_state(model, state, ckpt)
+    return model.eval()
+
+
+def device_of(model: nn.Module) -> torch.device:
+    return next(model.parameters()).device

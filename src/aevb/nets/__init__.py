@@ -1,0 +1,20 @@
+"""Encoder and decoder networks. Each maps a batch to a flat vector of distribution parameters
+(encoder) or from a latent vector to per-pixel parameters shaped like the input (decoder);
+layer sizes are inferred from the input shape."""
+from .mlp import MLPDecoder, MLPEncoder, activation
+
+__all__ = ["MLPEncoder", "MLPDecoder", "activation", "build"]
+
+NETS = {"mlp": (MLPEncoder, MLPDecoder)}
+
+
+def build(kind: str, input_shape, latent_params: int, latent_dim: int, out_channels: int,
+          hidden=(400, 400), act: str = "relu", cond_dim: int = 0):
+    """(encoder, decoder) of architecture `kind`: the encoder outputs `latent_params` numbers
+    per example, the decoder turns `latent_dim (+ cond_dim)` numbers into an image of
+    `out_channels` channels and the input's height and width."""
+    if kind not in NETS:
+        raise ValueError(f"unknown network {kind!r}; choose one of {sorted(NETS)}")
+    enc, dec = NETS[kind]
+    return (enc(input_shape, latent_params, hidden, act, cond_dim),
+            dec(input_shape, latent_dim + cond_dim, out_channels, hidden, act))

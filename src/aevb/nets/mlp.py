@@ -1,0 +1,54 @@
+"""Fully connected encoder / decoder (Kingma & Welling's MLPs)."""
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor, nn
+
+ACTIVATIONS = {"relu": nn.ReLU, "tanh": nn.Tanh, "elu": nn.ELU, "gelu": nn.GELU,
+               "softplus": nn.Softplus, "leaky_relu": nn.LeakyReLU, "sigmoid": nn.Sigmoid}
+
+
+def activation(name: str) -> nn.Module:
+    if name not in ACTIVATIONS:
+        raise ValueError(f"unknown activation {name!r}; choose one of {sorted(ACTIVATIONS)}")
+    return ACTIVATIONS[name]()
+
+
+def mlp(sizes: list[int], act: str) -> nn.Sequential:
+    """Linear layers of the given sizes with `act` between them (none after the last)."""
+    layers: list[nn.Module] = []
+    for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:])):
+        layers.append(nn.Linear(a, b))
+        if i < len(sizes) - 2:
+            layers.append(activation(act))
+    return nn.Sequential(*layers)
+
+
+class MLPEncoder(nn.Module):
+    """x (N, C, H, W) [+ condition (N, cond_dim)] -> (N, out_features): one flat head, so the
+    mean and log-variance come from a single matmul."""
+
+    def __init__(self, input_shape, out_features: int, hidden=(400, 400), act="relu", cond_dim=0):
+        super().__init__()
+        self.net = mlp([math.prod(input_shape) + cond_dim, *hidden, out_features], act)
+
+    def forward(self, x: Tensor, cond: Tensor | None = None) -> Tensor:
+        h = x.flatten(1)
+        if cond is not None:
+            h = torch.cat([h, cond], dim=1)
+        return self.net(h)
+
+
+class MLPDecoder(nn.Module):
+    """z (N, latent_dim) -> (N, out_channels, H, W) per-pixel distribution parameters."""
+
+    def __init__(self, input_shape, in_features: int, out_channels: int, hidden=(400, 400), act="relu"):
+        super().__init__()
+        _, h, w = input_shape
+        self.out_shape = (out_channels, h, w)
+        self.net = mlp([in_features, *reversed(hidden), out_channels * h * w], act)
+
+    def forward(self, z: Tensor) -> Tensor:
+        return self.net(z).view(-1, *self.out_shape)

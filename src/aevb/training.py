@@ -1,0 +1,326 @@
+"""The training loop: optimizer, progress bar, metrics, checkpoints, resume.
+
+One call, `train(model, dataset, ...)`, minimizes `model.objective(x, y)["loss"]` over
+mini-batches sliced from an in-memory tensor. Reproducible: batch order of epoch e comes
+from a generator seeded with (seed, e), and the global RNG (reparameterization noise,
+dynamic binarization) is saved in every checkpoint, so a resumed run continues exactly.
+
+Run directory:
+  config.json               the resolved run config (data, model, training)
+  checkpoint.safetensors    model weights, optimizer state, RNG state; model config and
+                            trainer state as JSON metadata. Written atomically every epoch.
+  metrics.jsonl             one JSON line per epoch (nats per example)
+  tb/                       TensorBoard events
+"""
+from __future__ import annotations
+
+import json
+import math
+import shutil
+import signal
+import time
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from . import data as data_mod
+from .evaluation import elbo_terms
+from .models.base import load_state
+from .serialization import CheckpointError, load_tensors, save_tensors, write_json
+
+OPTIMIZERS = {"adam": torch.optim.Adam, "rmsprop": torch.optim.RMSprop, "sgd": torch.optim.SGD,
+              "adamw": torch.optim.AdamW}
+
+
+class TrainingError(RuntimeError):
+    """Training cannot start or go on; the message says why and what to do."""
+
+
+@dataclass
+class Run:
+    """The outcome of `train`: the trained model, its run directory and per-epoch metrics."""
+
+    model: nn.Module
+    dir: Path | None
+    history: list[dict] = field(default_factory=list)
+    stopped: str | None = None  # "signal" if a SIGINT/SIGTERM ended it early
+
+    @property
+    def last(self) -> dict:
+        return self.history[-1] if self.history else {}
+
+
+def make_optimizer(name: str, params, lr: float) -> torch.optim.Optimizer:
+    if name not in OPTIMIZERS:
+        raise ValueError(f"unknown optimizer {name!r}; choose one of {sorted(OPTIMIZERS)}")
+    kw = {"foreach": True} if name != "sgd" else {}
+    return OPTIMIZERS[name](params, lr=lr, **kw)
+
+
+# ----------------------------------------------------------------------------- checkpoints
+def _optimizer_tensors(opt: torch.optim.Optimizer) -> tuple[dict, dict]:
+    sd = opt.state_dict()
+    tensors, scalars = {}, {}
+    for pid, st in sd["state"].items():
+        for k, v in st.items():
+            if torch.is_tensor(v):
+                tensors[f"optim.{pid}.{k}"] = v
+            else:
+                scalars[f"{pid}.{k}"] = v
+    return tensors, {"param_groups": sd["param_groups"], "scalars": scalars}
+
+
+def _restore_optimizer(opt, tensors: dict, meta: dict) -> None:
+    state: dict = {}
+    for key, v in tensors.items():
+        if key.startswith("optim."):
+            _, pid, k = key.split(".", 2)
+            state.setdefault(int(pid), {})[k] = v
+    for key, v in meta["scalars"].items():
+        pid, k = key.split(".", 1)
+        state.setdefault(int(pid), {})[k] = v
+    opt.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
+
+
+def save_checkpoint(path: Path, model, opt, trainer_state: dict) -> None:
+    """Everything needed to resume, in one safetensors file written atomically."""
+    if not all(torch.isfinite(p).all() for p in model.parameters()):
+        raise TrainingError("refusing to write a checkpoint with non-finite weights; "
+                            f"the last good one is kept at {path}")
+    opt_tensors, opt_meta = _optimizer_tensors(opt)
+    tensors = {f"model.{k}": v for k, v in model.state_dict().items()}
+    tensors.update(opt_tensors)
+    tensors["rng.torch"] = torch.get_rng_state()
+    meta = {"model_config": model.full_config(), "trainer": trainer_state, "optimizer": opt_meta}
+    save_tensors(path, tensors, meta)
+
+
+def load_checkpoint(path: Path, model, opt) -> dict:
+    tensors, meta = load_tensors(path)
+    if "trainer" not in meta:
+        raise CheckpointError(f"{path}: not a training checkpoint written by aevb")
+    if meta["model_config"] != model.full_config():
+        raise CheckpointError(f"{path}: checkpoint was made for model {meta['model_config']}, "
+                              f"not for {model.full_config()}; use the same config to resume")
+    load_state(model, {k[6:]: v for k, v in tensors.items() if k.startswith("model.")}, path)
+    _restore_optimizer(opt, tensors, meta["optimizer"])
+    torch.set_rng_state(tensors["rng.torch"])
+    return meta["trainer"]
+
+
+# ----------------------------------------------------------------------------- run directory
+def prepare_run_dir(out, resume: bool, overwrite: bool, need_bytes: int) -> Path:
+    """Create or check the run directory before any training happens."""
+    out = Path(out)
+    ckpt = out / "checkpoint.safetensors"
+    if resume:
+        if not ckpt.exists():
+            raise TrainingError(f"--resume: no checkpoint at {ckpt}; start a new run without --resume")
+    elif out.exists() and any(out.iterdir()):
+        if not overwrite:
+            raise TrainingError(f"run directory {out} already exists; pass --resume to continue "
+                                "it or --overwrite to replace it")
+        shutil.rmtree(out)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        probe = out / ".write-test"
+        probe.write_bytes(b"ok")
+        probe.unlink()
+    except OSError as e:
+        raise TrainingError(f"run directory {out} is not writable ({e.strerror}); choose another "
+                            "with --out") from None
+    free = shutil.disk_usage(out).free
+    if free < need_bytes:
+        raise TrainingError(f"only {free / 2**20:.1f} MiB free at {out}, a checkpoint needs about "
+                            f"{need_bytes / 2**20:.1f} MiB; free some space or choose another --out")
+    return out
+
+
+class _StopFlag:
+    """Turns SIGINT / SIGTERM into a flag checked between steps, so that the loop can save a
+    checkpoint and return instead of dying mid-write."""
+
+    def __init__(self):
+        self.raised: int | None = None
+        self._old = {}
+
+    def __enter__(self):
+        try:
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                self._old[sig] = signal.signal(sig, self._handle)
+        except ValueError:  # not the main thread: signals stay as they are
+            pass
+        return self
+
+    def _handle(self, signum, frame):
+        if self.raised is not None:  # a second Ctrl-C stops at once
+            raise KeyboardInterrupt
+        self.raised = signum
+
+    def __exit__(self, *exc):
+        for sig, old in self._old.items():
+            signal.signal(sig, old)
+
+
+# ----------------------------------------------------------------------------- the loop
+def train(model, dataset, *, epochs: int = 10, batch_size: int = 100, lr: float = 1e-3,
+          optimizer: str = "adam", seed: int = 0, clip_grad: float | None = None,
+          warmup_epochs: float = 0.0, noise: float = 0.0, out=None, resume: bool = False,
+          overwrite: bool = False, config: dict | None = None, progress: bool = True,
+          tensorboard: bool = True, eval_batch_size: int = 1000, max_skips: int = 100,
+          callbacks=()) -> Run:
+    """Train `model` on `dataset` by minimizing its objective; returns a `Run`.
+
+    - `warmup_epochs`: the KL weight rises linearly from 0 to the model's beta over that many
+      epochs (KL annealing); 0 disables it.
+    - `noise`: salt-and-pepper rate applied to training inputs while the clean image stays
+      the target (denoising VAE); 0 disables it.
+    - Non-finite loss or gradients: the step is skipped and counted; every 10 consecutive
+      skips halve the learning rate; more than `max_skips` stops training with an error,
+      keeping the last good checkpoint.
+    - `out`: run directory (metrics, checkpoints); None trains in memory only.
+    - `callbacks`: functions called as cb(run, record) after each epoch.
+    """
+    if epochs < 0 or batch_size < 1 or lr <= 0:
+        raise ValueError(f"need epochs >= 0, batch_size >= 1, lr > 0; got {epochs}, {batch_size}, {lr}")
+    if tuple(model.input_shape) != tuple(dataset.shape):
+        raise TrainingError(f"model expects images of shape {tuple(model.input_shape)} but dataset "
+                            f"{dataset.name!r} has {tuple(dataset.shape)}")
+    opt = make_optimizer(optimizer, model.parameters(), lr)
+    run = Run(model, None)
+    state = {"epoch": 0, "step": 0, "global_step": 0, "skipped": 0, "sums": {}, "seed": seed}
+    target_beta = getattr(model, "beta", None)
+    if out is not None:
+        params = sum(p.numel() * p.element_size() for p in model.parameters())
+        run.dir = prepare_run_dir(out, resume, overwrite, need_bytes=4 * params + (1 << 20))
+        ckpt = run.dir / "checkpoint.safetensors"
+        if resume:
+            state = load_checkpoint(ckpt, model, opt)
+            run.history = state.pop("history")
+            _rewrite_metrics(run.dir, run.history)
+        else:
+            torch.manual_seed(seed)
+            write_json(run.dir / "config.json", {**(config or {}), "model": model.full_config()})
+    else:
+        torch.manual_seed(seed)
+    writer = _tensorboard(run.dir, tensorboard)
+    steps_per_epoch = math.ceil(len(dataset.train) / batch_size)
+    bar = _progress(progress, total=epochs * steps_per_epoch,
+                    initial=state["epoch"] * steps_per_epoch + state["step"])
+    t0 = time.perf_counter()
+    consecutive = 0
+    with _StopFlag() as stop:
+        while state["epoch"] < epochs:
+            epoch = state["epoch"]
+            model.train()
+            g = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
+            sums = {k: torch.tensor(v) for k, v in state["sums"].items()}
+            for x, y in dataset.batches(batch_size, g, start=state["step"]):
+                if warmup_epochs > 0 and target_beta is not None:
+                    model.beta = target_beta * min(1.0, (state["global_step"] + 1) /
+                                                   (warmup_epochs * steps_per_epoch))
+                target = None
+                if noise > 0:
+                    x, target = data_mod.salt_and_pepper(x, noise), x
+                terms = model.objective(x, y, target=target) if target is not None else model.objective(x, y)
+                loss = terms.pop("loss")
+                opt.zero_grad(set_to_none=True)
+                ok = bool(torch.isfinite(loss))
+                if ok:
+                    loss.backward()
+                    norm = nn.utils.clip_grad_norm_(model.parameters(), clip_grad or math.inf)
+                    ok = bool(torch.isfinite(norm))
+                if ok:
+                    opt.step()
+                    consecutive = 0
+                    for k, v in terms.items():
+                        sums[k] = sums.get(k, 0) + v.detach().sum()
+                    sums["n"] = sums.get("n", 0) + x.shape[0]
+                else:
+                    state["skipped"] += 1
+                    consecutive += 1
+                    if state["skipped"] > max_skips:
+                        raise TrainingError(
+                            f"training diverged: {state['skipped']} steps with non-finite loss or "
+                            f"gradients (epoch {epoch + 1}); lower the learning rate or set "
+                            "clip_grad" + (f"; the last good checkpoint is kept in {run.dir}" if run.dir else ""))
+                    if consecutive % 10 == 0:
+                        for group in opt.param_groups:
+                            group["lr"] *= 0.5
+                        warnings.warn(f"{consecutive} non-finite steps in a row; learning rate halved "
+                                      f"to {opt.param_groups[0]['lr']:g}")
+                state["step"] += 1
+                state["global_step"] += 1
+                bar.update(1)
+                if stop.raised is not None:
+                    break
+            if stop.raised is not None and state["step"] < steps_per_epoch:
+                state["sums"] = {k: float(v) for k, v in sums.items()}
+                if run.dir is not None:
+                    save_checkpoint(run.dir / "checkpoint.safetensors", model, opt,
+                                    {**state, "history": run.history})
+                run.stopped = "signal"
+                break
+            n = float(sums.pop("n", 1))
+            record = {"epoch": epoch + 1, **{f"train_{k}": float(v) / n for k, v in sums.items()}}
+            record.update({f"test_{k}": v for k, v in
+                           elbo_terms(model, dataset.test, eval_batch_size, seed).items()})
+            record["seconds"] = round(time.perf_counter() - t0, 3)
+            record["skipped_steps"] = state["skipped"]
+            run.history.append(record)
+            state.update(epoch=epoch + 1, step=0, sums={})
+            bar.set_postfix_str(_postfix(record))
+            if run.dir is not None:
+                with open(run.dir / "metrics.jsonl", "a") as f:
+                    f.write(json.dumps(record) + "\n")
+                save_checkpoint(run.dir / "checkpoint.safetensors", model, opt,
+                                {**state, "history": run.history})
+            if writer is not None:
+                for k, v in record.items():
+                    if k != "epoch":
+                        writer.add_scalar(k.replace("_", "/", 1), v, record["epoch"])
+                writer.flush()
+            for cb in callbacks:
+                cb(run, record)
+            if stop.raised is not None:
+                run.stopped = "signal"
+                break
+    bar.close()
+    if writer is not None:
+        writer.close()
+    if target_beta is not None:
+        model.beta = target_beta
+    model.eval()
+    return run
+
+
+def _postfix(record: dict) -> str:
+    keys = [k for k in ("train_elbo", "test_elbo", "train_loss") if k in record]
+    return f"epoch {record['epoch']} " + " ".join(f"{k}={record[k]:.2f}" for k in keys)
+
+
+def _rewrite_metrics(directory: Path, history: list[dict]) -> None:
+    """On resume, metrics.jsonl holds exactly the epochs of the checkpoint (a kill between
+    writing the metrics line and the checkpoint would otherwise repeat an epoch)."""
+    text = "".join(json.dumps(r) + "\n" for r in history)
+    (directory / "metrics.jsonl").write_text(text)
+
+
+def _progress(enabled: bool, total: int, initial: int):
+    from tqdm.auto import tqdm
+    return tqdm(total=total, initial=initial, disable=not enabled, unit="step", dynamic_ncols=True,
+                mininterval=0.5)
+
+
+def _tensorboard(directory, enabled: bool):
+    if directory is None or not enabled:
+        return None
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:
+        warnings.warn("tensorboard is not installed; metrics go to metrics.jsonl only")
+        return None
+    return SummaryWriter(str(Path(directory) / "tb"))
