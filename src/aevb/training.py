@@ -203,7 +203,7 @@ def train(model, dataset, *, epochs: int = 10, batch_size: int = 100, lr: float 
             _rewrite_metrics(run.dir, run.history)
         else:
             torch.manual_seed(seed)
-            write_json(run.dir / "config.json", {**(config or {}), "model": model.full_config()})
+            write_json(run.dir / "config.json", {**(config or {}), "model_config": model.full_config()})
     else:
         torch.manual_seed(seed)
     writer = _tensorboard(run.dir, tensorboard)
