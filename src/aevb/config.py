@@ -45,7 +45,7 @@ class Config:
     epochs: int = 20
     batch_size: int = 100
     lr: float = 1e-3
-    optimizer: str = "adam"           # adam | adamw | rmsprop | sgd
+    optimizer: str = "adam"           # adam | adamw | rmsprop | adagrad | sgd
     seed: int = 0
     clip_grad: float | None = None    # max gradient norm
     warmup_epochs: float = 0.0        # linear KL warm-up from 0 to beta

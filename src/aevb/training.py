@@ -31,8 +31,8 @@ from .evaluation import elbo_terms
 from .models.base import load_state
 from .serialization import CheckpointError, load_tensors, save_tensors, write_json
 
-OPTIMIZERS = {"adam": torch.optim.Adam, "rmsprop": torch.optim.RMSprop, "sgd": torch.optim.SGD,
-              "adamw": torch.optim.AdamW}
+OPTIMIZERS = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW, "rmsprop": torch.optim.RMSprop,
+              "adagrad": torch.optim.Adagrad, "sgd": torch.optim.SGD}
 
 
 class TrainingError(RuntimeError):

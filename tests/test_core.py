@@ -1,0 +1,162 @@
+"""The Gaussian VAE against math: KL in closed form vs Monte Carlo, the ELBO against the exact
+log-likelihood of a linear-Gaussian model (probabilistic PCA), shapes, data batching."""
+import math
+
+import pytest
+import torch
+from torch.distributions import Independent, MultivariateNormal, Normal, kl_divergence
+
+from aevb import VAE, data
+from aevb.distributions import BernoulliLikelihood, DiagonalGaussian, GaussianLikelihood
+from aevb.evaluation import elbo_terms, log_likelihood
+from aevb.objectives import elbo, iwae_bound
+
+
+def test_analytic_kl_matches_monte_carlo_and_formula():
+    fam = DiagonalGaussian()
+    out = torch.randn(4, 6)
+    q = fam(out)
+    prior = fam.prior(3)
+    mu, logvar = out.chunk(2, -1)
+    formula = 0.5 * (mu ** 2 + logvar.exp() - logvar - 1).sum(-1)
+    assert torch.allclose(kl_divergence(q, prior), formula, atol=1e-5)
+    z = q.sample((200_000,))
+    mc = (q.log_prob(z) - prior.log_prob(z)).mean(0)
+    assert torch.allclose(mc, formula, atol=0.03)
+
+
+def test_bernoulli_likelihood_sums_over_pixels_with_every_constant():
+    logits = torch.randn(2, 1, 3, 3)
+    x = torch.bernoulli(torch.full((2, 1, 3, 3), 0.5))
+    lp = BernoulliLikelihood()(logits, 3).log_prob(x)
+    p = torch.sigmoid(logits)
+    manual = (x * p.log() + (1 - x) * (1 - p).log()).flatten(1).sum(1)
+    assert lp.shape == (2,) and torch.allclose(lp, manual, atol=1e-5)
+
+
+def test_gaussian_likelihood_fixed_and_learned():
+    x = torch.rand(2, 1, 2, 2)
+    mean = torch.rand(2, 1, 2, 2)
+    lp = GaussianLikelihood(sigma=0.5)(mean, 3).log_prob(x)
+    manual = (-(x - mean) ** 2 / (2 * 0.25) - math.log(0.5) - 0.5 * math.log(2 * math.pi)).flatten(1).sum(1)
+    assert torch.allclose(lp, manual, atol=1e-5)
+    learned = GaussianLikelihood(sigma="learned")
+    out = torch.cat([mean, torch.full_like(mean, math.log(0.5))], dim=1)  # channel = mean, log-sigma
+    assert torch.allclose(learned(out, 3).log_prob(x), manual, atol=1e-5)
+    with pytest.raises(ValueError, match="sigma"):
+        GaussianLikelihood(sigma=-1)
+
+
+def _ppca(d=5, k=2, s=0.3, seed=0):
+    """A linear-Gaussian VAE p(z) = N(0, I), p(x|z) = N(Wz + b, s^2 I) whose encoder is set to
+    the exact posterior q(z|x) = N(M^-1 W^T (x - b), s^2 M^-1), M = W^T W + s^2 I. W has
+    orthogonal columns so that M, and the posterior covariance, are diagonal."""
+    g = torch.Generator().manual_seed(seed)
+    W = torch.linalg.qr(torch.randn(d, k, generator=g))[0] * torch.tensor([2.0, 0.7])
+    b = torch.randn(d, generator=g)
+    model = VAE((1, 1, d), latent_dim=k, hidden=[], likelihood="gaussian", sigma=s, kl="mc")
+    m = (W.T @ W).diagonal() + s ** 2
+    A = W.T / m[:, None]
+    with torch.no_grad():
+        dec, enc = model.decoder.net[0], model.encoder.net[0]
+        dec.weight.copy_(W)
+        dec.bias.copy_(b)
+        enc.weight.zero_()
+        enc.weight[:k] = A
+        enc.bias.zero_()
+        enc.bias[:k] = -A @ b
+        enc.bias[k:] = torch.log(s ** 2 / m)
+    exact = MultivariateNormal(b, W @ W.T + s ** 2 * torch.eye(d))
+    return model, exact, enc
+
+
+def test_elbo_equals_exact_log_likelihood_with_exact_posterior():
+    model, exact, _ = _ppca()
+    x = exact.sample((64,)).view(64, 1, 1, -1)
+    truth = exact.log_prob(x.flatten(1))
+    # with q = p(z|x) every importance weight equals p(x): the one-sample ELBO is exact
+    assert torch.allclose(elbo(model, x, kl="mc")["elbo"], truth, atol=1e-4)
+    model.kl = "analytic"
+    est = torch.stack([elbo(model, x)["elbo"] for _ in range(2000)]).mean(0)
+    assert torch.allclose(est, truth, atol=0.05)
+
+
+def test_elbo_below_and_iwae_converges_to_exact_log_likelihood_with_a_worse_encoder():
+    model, exact, enc = _ppca()
+    with torch.no_grad():
+        enc.bias[2:] += 1.0          # posterior too wide: a strictly looser bound
+        enc.weight[:2] *= 0.8        # and a shifted mean
+    x = exact.sample((32,)).view(32, 1, 1, -1)
+    truth = exact.log_prob(x.flatten(1))
+    model.kl = "analytic"
+    l1 = torch.stack([elbo(model, x)["elbo"] for _ in range(400)]).mean(0)
+    gap = truth - l1
+    assert (gap > 0.05).all(), "ELBO must lie strictly below log p(x) for a wrong posterior"
+    l10 = torch.stack([iwae_bound(model, x, 10) for _ in range(100)]).mean(0)
+    assert ((l10 > l1) & (l10 < truth + 0.02)).all()
+    ll = log_likelihood(model, x.view(32, 1, 1, -1), samples=5000, chunk=1000)
+    assert (ll - truth).abs().max() < 0.06       # Monte Carlo error of K = 5000
+    assert (ll - truth).mean().abs() < 0.01      # and no bias beyond it
+
+
+def test_vae_shapes_sample_reconstruct_and_loss_decreases():
+    model = VAE.mlp((1, 8, 8), latent_dim=3, hidden=(32,))
+    x = torch.rand(16, 1, 8, 8).bernoulli()
+    terms = model.objective(x)
+    assert terms["loss"].shape == () and terms["elbo"].shape == (16,)
+    assert torch.allclose(terms["elbo"], terms["rec"] - terms["kl"])
+    assert model.sample(5).shape == (5, 1, 8, 8)
+    assert model.reconstruct(x).shape == x.shape
+    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
+    first = model.objective(x)["loss"].item()
+    for _ in range(50):
+        opt.zero_grad()
+        model.objective(x)["loss"].backward()
+        opt.step()
+    assert model.objective(x)["loss"].item() < first - 5
+
+
+def test_beta_weighs_only_the_kl_term_of_the_loss():
+    model = VAE.mlp((1, 4, 4), latent_dim=2, hidden=(8,), beta=4.0)
+    x = torch.rand(8, 1, 4, 4).bernoulli()
+    torch.manual_seed(1)
+    t = model.objective(x)
+    assert torch.allclose(t["loss"], -(t["rec"] - 4.0 * t["kl"]).mean())
+
+
+def test_batches_cover_every_image_once_and_shard_disjointly():
+    ds = data.load("digits")
+    g = torch.Generator().manual_seed(0)
+    seen = torch.cat([x for x, _ in ds.batches(100, g)])
+    assert seen.shape[0] == len(ds.train)
+    assert torch.equal(seen.sum(0), ds.train.x.sum(0))
+    shards = [torch.cat([y for _, y in ds.batches(50, torch.Generator().manual_seed(3), rank=r, world_size=2)])
+              for r in range(2)]
+    whole = torch.cat([y for _, y in ds.batches(100, torch.Generator().manual_seed(3))])
+    assert sorted(torch.cat(shards).tolist()) == sorted(whole.tolist())
+
+
+def test_binarization_static_dynamic_none():
+    none = data.load("digits")
+    assert 0 < none.train.x.mean() < 1 and len(none.train.x.unique()) > 2
+    static = data.load("digits", binarize="static")
+    assert set(static.train.x.unique().tolist()) <= {0.0, 1.0}
+    assert torch.equal(static.test.x, data.load("digits", binarize="static").test.x)  # fixed seed
+    dyn = data.load("digits", binarize="dynamic")
+    g = lambda: torch.Generator().manual_seed(0)  # noqa: E731
+    a = next(dyn.batches(len(dyn.train), g(), shuffle=False))[0]
+    b = next(dyn.batches(len(dyn.train), g(), shuffle=False))[0]
+    assert set(a.unique().tolist()) <= {0.0, 1.0} and not torch.equal(a, b)  # a fresh draw each time
+    assert torch.allclose((a + b).mean() / 2, dyn.train.x.mean(), atol=0.01)
+    with pytest.raises(ValueError, match="binarize"):
+        data.load("digits", binarize="sometimes")
+
+
+def test_elbo_terms_are_deterministic_and_leave_global_rng_alone():
+    ds = data.load("digits", binarize="static")
+    model = VAE.mlp(ds.shape, latent_dim=2, hidden=(16,))
+    state = torch.get_rng_state()
+    a = elbo_terms(model, ds.test)
+    assert torch.equal(state, torch.get_rng_state())
+    assert a == elbo_terms(model, ds.test)
+    assert a["elbo"] == pytest.approx(a["rec"] - a["kl"], abs=1e-3)
