@@ -63,7 +63,7 @@ def cmd_train(args) -> int:
                 optimizer=cfg.optimizer, seed=cfg.seed, clip_grad=cfg.clip_grad,
                 warmup_epochs=cfg.warmup_epochs, noise=cfg.noise, out=cfg.out,
                 resume=args.resume, overwrite=args.overwrite, config=cfg.to_dict(),
-                progress=not args.no_progress)
+                progress=not args.no_progress, device=cfg.device, precision=cfg.precision)
     if run.stopped:
         print(f"stopped by signal; checkpoint saved. Continue with: aevb train --resume --out {cfg.out}")
         return 130

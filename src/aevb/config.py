@@ -51,6 +51,8 @@ class Config:
     warmup_epochs: float = 0.0        # linear KL warm-up from 0 to beta
     noise: float = 0.0                # salt-and-pepper rate on inputs (denoising VAE)
     out: str | None = None            # run directory (default runs/<name>)
+    device: str = "auto"              # auto (CUDA if present) | cpu | cuda | cuda:N
+    precision: str = "fp32"           # fp32 | bf16 | fp16 (autocast; fp16 on CUDA only)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)

@@ -27,6 +27,7 @@ import torch
 from torch import nn
 
 from . import data as data_mod
+from . import distributed
 from .evaluation import elbo_terms
 from .models.base import load_state
 from .serialization import CheckpointError, load_tensors, save_tensors, write_json
@@ -85,20 +86,23 @@ def _restore_optimizer(opt, tensors: dict, meta: dict) -> None:
     opt.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
 
 
-def save_checkpoint(path: Path, model, opt, trainer_state: dict) -> None:
-    """Everything needed to resume, in one safetensors file written atomically."""
+def save_checkpoint(path: Path, model, opt, trainer_state: dict, rng_states=None) -> None:
+    """Everything needed to resume, in one safetensors file written atomically. `rng_states`:
+    one RNG state per rank (default: this process's CPU RNG)."""
     if not all(torch.isfinite(p).all() for p in model.parameters()):
         raise TrainingError("refusing to write a checkpoint with non-finite weights; "
                             f"the last good one is kept at {path}")
     opt_tensors, opt_meta = _optimizer_tensors(opt)
     tensors = {f"model.{k}": v for k, v in model.state_dict().items()}
     tensors.update(opt_tensors)
-    tensors["rng.torch"] = torch.get_rng_state()
+    for i, st in enumerate(rng_states or [torch.get_rng_state()]):
+        tensors[f"rng.{i}"] = st
     meta = {"model_config": model.full_config(), "trainer": trainer_state, "optimizer": opt_meta}
     save_tensors(path, tensors, meta)
 
 
-def load_checkpoint(path: Path, model, opt) -> dict:
+def load_checkpoint(path: Path, model, opt, ctx: distributed.Context | None = None) -> dict:
+    ctx = ctx or distributed.Context()
     tensors, meta = load_tensors(path)
     if "trainer" not in meta:
         raise CheckpointError(f"{path}: not a training checkpoint written by aevb")
@@ -107,7 +111,9 @@ def load_checkpoint(path: Path, model, opt) -> dict:
                               f"not for {model.full_config()}; use the same config to resume")
     load_state(model, {k[6:]: v for k, v in tensors.items() if k.startswith("model.")}, path)
     _restore_optimizer(opt, tensors, meta["optimizer"])
-    torch.set_rng_state(tensors["rng.torch"])
+    states = [tensors[k] for k in sorted((k for k in tensors if k.startswith("rng.")),
+                                         key=lambda k: int(k.split(".")[1]))]
+    distributed.set_rng_state(states[ctx.rank % len(states)], ctx)
     return meta["trainer"]
 
 
@@ -171,9 +177,11 @@ def train(model, dataset, *, epochs: int = 10, batch_size: int = 100, lr: float 
           warmup_epochs: float = 0.0, noise: float = 0.0, out=None, resume: bool = False,
           overwrite: bool = False, config: dict | None = None, progress: bool = True,
           tensorboard: bool = True, eval_batch_size: int = 1000, max_skips: int = 100,
-          callbacks=()) -> Run:
+          device: str | None = "auto", precision: str = "fp32", callbacks=()) -> Run:
     """Train `model` on `dataset` by minimizing its objective; returns a `Run`.
 
+    - `batch_size` is the global batch: under torchrun each of W ranks takes batch_size / W
+      images of it, and gradients are averaged (DistributedDataParallel).
     - `warmup_epochs`: the KL weight rises linearly from 0 to the model's beta over that many
       epochs (KL annealing); 0 disables it.
     - `noise`: salt-and-pepper rate applied to training inputs while the clean image stays
@@ -182,109 +190,136 @@ def train(model, dataset, *, epochs: int = 10, batch_size: int = 100, lr: float 
       skips halve the learning rate; more than `max_skips` stops training with an error,
       keeping the last good checkpoint.
     - `out`: run directory (metrics, checkpoints); None trains in memory only.
-    - `callbacks`: functions called as cb(run, record) after each epoch.
+    - `device`: "auto" (CUDA if present), "cpu", "cuda:1", ...; `precision`: fp32, or bf16 /
+      fp16 autocast (fp16 with loss scaling, CUDA only).
+    - `callbacks`: functions called as cb(run, record) after each epoch (on rank 0).
     """
     if epochs < 0 or batch_size < 1 or lr <= 0:
         raise ValueError(f"need epochs >= 0, batch_size >= 1, lr > 0; got {epochs}, {batch_size}, {lr}")
     if tuple(model.input_shape) != tuple(dataset.shape):
         raise TrainingError(f"model expects images of shape {tuple(model.input_shape)} but dataset "
                             f"{dataset.name!r} has {tuple(dataset.shape)}")
+    if precision not in ("fp32", "bf16", "fp16"):
+        raise ValueError(f"precision must be fp32, bf16 or fp16, got {precision!r}")
+    ctx = distributed.setup(device)
+    if batch_size % ctx.world_size:
+        raise TrainingError(f"batch size {batch_size} must be divisible by the number of processes "
+                            f"({ctx.world_size})")
+    model.to(ctx.device)
     opt = make_optimizer(optimizer, model.parameters(), lr)
+    net = model
+    if ctx.distributed:
+        net = nn.parallel.DistributedDataParallel(
+            model, device_ids=[ctx.device.index] if ctx.device.type == "cuda" else None)
+    autocast = torch.autocast(ctx.device.type, dtype=torch.float16 if precision == "fp16" else torch.bfloat16,
+                              enabled=precision != "fp32")
+    scaler = torch.amp.GradScaler(ctx.device.type, enabled=precision == "fp16")
     run = Run(model, None)
     state = {"epoch": 0, "step": 0, "global_step": 0, "skipped": 0, "sums": {}, "seed": seed}
     target_beta = getattr(model, "beta", None)
+    torch.manual_seed(seed + ctx.rank)
     if out is not None:
         params = sum(p.numel() * p.element_size() for p in model.parameters())
-        run.dir = prepare_run_dir(out, resume, overwrite, need_bytes=4 * params + (1 << 20))
-        ckpt = run.dir / "checkpoint.safetensors"
+        if ctx.main:
+            run.dir = prepare_run_dir(out, resume, overwrite, need_bytes=4 * params + (1 << 20))
+        distributed.barrier(ctx)
+        run.dir = Path(out)
         if resume:
-            state = load_checkpoint(ckpt, model, opt)
+            state = load_checkpoint(run.dir / "checkpoint.safetensors", model, opt, ctx)
             run.history = state.pop("history")
-            _rewrite_metrics(run.dir, run.history)
-        else:
-            torch.manual_seed(seed)
+            if ctx.main:
+                _rewrite_metrics(run.dir, run.history)
+        elif ctx.main:
             write_json(run.dir / "config.json", {**(config or {}), "model_config": model.full_config()})
-    else:
-        torch.manual_seed(seed)
-    writer = _tensorboard(run.dir, tensorboard)
+    writer = _tensorboard(run.dir, tensorboard and ctx.main)
     steps_per_epoch = math.ceil(len(dataset.train) / batch_size)
-    bar = _progress(progress, total=epochs * steps_per_epoch,
+    bar = _progress(progress and ctx.main, total=epochs * steps_per_epoch,
                     initial=state["epoch"] * steps_per_epoch + state["step"])
+    test = dataset.test[ctx.rank::ctx.world_size]
     t0 = time.perf_counter()
     consecutive = 0
+
+    def checkpoint():
+        rng = distributed.gather(distributed.rng_state(ctx), ctx)  # collective: every rank
+        if run.dir is not None and ctx.main:
+            save_checkpoint(run.dir / "checkpoint.safetensors", model, opt,
+                            {**state, "history": run.history}, rng)
+
     with _StopFlag() as stop:
         while state["epoch"] < epochs:
             epoch = state["epoch"]
             model.train()
             g = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
-            sums = {k: torch.tensor(v) for k, v in state["sums"].items()}
-            for x, y in dataset.batches(batch_size, g, start=state["step"]):
+            sums = {k: torch.tensor(v, device=ctx.device) for k, v in state["sums"].items()}
+            for x, y in dataset.batches(batch_size // ctx.world_size, g, start=state["step"],
+                                        rank=ctx.rank, world_size=ctx.world_size):
+                x = x.to(ctx.device, non_blocking=True)
+                y = None if y is None else y.to(ctx.device, non_blocking=True)
                 if warmup_epochs > 0 and target_beta is not None:
                     model.beta = target_beta * min(1.0, (state["global_step"] + 1) /
                                                    (warmup_epochs * steps_per_epoch))
-                target = None
+                kw = {}
                 if noise > 0:
-                    x, target = data_mod.salt_and_pepper(x, noise), x
-                terms = model.objective(x, y, target=target) if target is not None else model.objective(x, y)
+                    x, kw["target"] = data_mod.salt_and_pepper(x.cpu(), noise).to(ctx.device), x
+                with autocast:
+                    terms = net(x, y, **kw)
                 loss = terms.pop("loss")
                 opt.zero_grad(set_to_none=True)
                 ok = bool(torch.isfinite(loss))
                 if ok:
-                    loss.backward()
+                    scaler.scale(loss).backward()
+                    scaler.unscale_(opt)
                     norm = nn.utils.clip_grad_norm_(model.parameters(), clip_grad or math.inf)
                     ok = bool(torch.isfinite(norm))
                 if ok:
-                    opt.step()
+                    scaler.step(opt)
+                    scaler.update()
                     consecutive = 0
                     for k, v in terms.items():
-                        sums[k] = sums.get(k, 0) + v.detach().sum()
+                        sums[k] = sums.get(k, 0) + v.detach().float().sum()
                     sums["n"] = sums.get("n", 0) + x.shape[0]
                 else:
+                    if precision == "fp16":
+                        scaler.update()
                     state["skipped"] += 1
                     consecutive += 1
-                    if state["skipped"] > max_skips:
-                        raise TrainingError(
-                            f"training diverged: {state['skipped']} steps with non-finite loss or "
-                            f"gradients (epoch {epoch + 1}); lower the learning rate or set "
-                            "clip_grad" + (f"; the last good checkpoint is kept in {run.dir}" if run.dir else ""))
-                    if consecutive % 10 == 0:
-                        for group in opt.param_groups:
-                            group["lr"] *= 0.5
-                        warnings.warn(f"{consecutive} non-finite steps in a row; learning rate halved "
-                                      f"to {opt.param_groups[0]['lr']:g}")
+                    _guard(state["skipped"], consecutive, max_skips, opt, epoch, run.dir)
                 state["step"] += 1
                 state["global_step"] += 1
                 bar.update(1)
-                if stop.raised is not None:
+                if distributed.any_rank(stop.raised is not None, ctx):
+                    stop.raised = stop.raised or signal.SIGTERM
                     break
             if stop.raised is not None and state["step"] < steps_per_epoch:
                 state["sums"] = {k: float(v) for k, v in sums.items()}
-                if run.dir is not None:
-                    save_checkpoint(run.dir / "checkpoint.safetensors", model, opt,
-                                    {**state, "history": run.history})
+                checkpoint()
                 run.stopped = "signal"
                 break
-            n = float(sums.pop("n", 1))
-            record = {"epoch": epoch + 1, **{f"train_{k}": float(v) / n for k, v in sums.items()}}
-            record.update({f"test_{k}": v for k, v in
-                           elbo_terms(model, dataset.test, eval_batch_size, seed).items()})
+            totals = distributed.all_sum({k: float(v) for k, v in sums.items()}, ctx)
+            n = totals.pop("n", 1.0)
+            record = {"epoch": epoch + 1, **{f"train_{k}": v / n for k, v in totals.items()}}
+            test_means = elbo_terms(model, test, eval_batch_size, seed)
+            test_sums = distributed.all_sum({k: v * len(test) for k, v in test_means.items()}
+                                            | {"n": len(test)}, ctx)
+            n_test = test_sums.pop("n")
+            record.update({f"test_{k}": v / n_test for k, v in test_sums.items()})
             record["seconds"] = round(time.perf_counter() - t0, 3)
             record["skipped_steps"] = state["skipped"]
             run.history.append(record)
             state.update(epoch=epoch + 1, step=0, sums={})
             bar.set_postfix_str(_postfix(record))
-            if run.dir is not None:
+            if run.dir is not None and ctx.main:
                 with open(run.dir / "metrics.jsonl", "a") as f:
                     f.write(json.dumps(record) + "\n")
-                save_checkpoint(run.dir / "checkpoint.safetensors", model, opt,
-                                {**state, "history": run.history})
+            checkpoint()
             if writer is not None:
                 for k, v in record.items():
                     if k != "epoch":
                         writer.add_scalar(k.replace("_", "/", 1), v, record["epoch"])
                 writer.flush()
-            for cb in callbacks:
-                cb(run, record)
+            if ctx.main:
+                for cb in callbacks:
+                    cb(run, record)
             if stop.raised is not None:
                 run.stopped = "signal"
                 break
@@ -295,6 +330,21 @@ def train(model, dataset, *, epochs: int = 10, batch_size: int = 100, lr: float 
         model.beta = target_beta
     model.eval()
     return run
+
+
+def _guard(skipped: int, consecutive: int, max_skips: int, opt, epoch: int, run_dir) -> None:
+    """After a skipped (non-finite) step: stop past `max_skips`, halve the learning rate
+    every 10 consecutive skips."""
+    if skipped > max_skips:
+        raise TrainingError(
+            f"training diverged: {skipped} steps with non-finite loss or gradients (epoch "
+            f"{epoch + 1}); lower the learning rate or set clip_grad"
+            + (f"; the last good checkpoint is kept in {run_dir}" if run_dir else ""))
+    if consecutive % 10 == 0:
+        for group in opt.param_groups:
+            group["lr"] *= 0.5
+        warnings.warn(f"{consecutive} non-finite steps in a row; learning rate halved to "
+                      f"{opt.param_groups[0]['lr']:g}")
 
 
 def _postfix(record: dict) -> str:

@@ -37,6 +37,10 @@ class Model(nn.Module):
     def objective(self, x, y=None) -> dict:
         raise NotImplementedError
 
+    def forward(self, x, y=None, **kw) -> dict:
+        """The objective, so that wrappers such as DistributedDataParallel see the computation."""
+        return self.objective(x, y, **kw)
+
     def full_config(self) -> dict:
         return {"model": self.kind, **self.config}
 
@@ -74,8 +78,13 @@ def load(path) -> Model:
     """Load a model: from a run directory (its latest checkpoint), a checkpoint file, or a
     directory written by `Model.save`. Weights are safetensors, so loading runs no code."""
     path = Path(path)
+    if path.name == "model.safetensors" and path.is_file():  # the weights file of a saved model
+        path = path.parent
     ckpt = path / "checkpoint.safetensors" if path.is_dir() else path
-    if ckpt.suffix == ".safetensors" and ckpt.name != "model.safetensors":
+    # any other file is read as safetensors whatever its suffix, so that a pickle (.pt) is
+    # refused with a clear message (and is never unpickled)
+    if (ckpt.suffix == ".safetensors" or path.is_file()) and ckpt.name != "model.safetensors" and (
+            ckpt.exists() or not (path / "config.json").exists()):
         tensors, meta = load_tensors(ckpt)
         if "model_config" not in meta:
             raise CheckpointError(f"{ckpt}: no model config in this checkpoint; not written by aevb")
@@ -83,12 +92,23 @@ def load(path) -> Model:
         state = {k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")}
     elif (path / "config.json").exists():
         config = read_json(path / "config.json")
+        if isinstance(config, dict) and "model_config" in config:  # a run's config.json
+            raise CheckpointError(f"{path}: this run directory has no checkpoint.safetensors yet "
+                                  "(the run stopped before its first epoch ended)")
         ckpt = path / "model.safetensors"
         state, _ = load_tensors(ckpt)
     else:
         raise CheckpointError(f"{path}: no checkpoint.safetensors or config.json here; expected a "
                               "run directory, a checkpoint file or a directory written by model.save()")
-    model = from_config(config)
+    if not isinstance(config, dict):
+        raise CheckpointError(f"{ckpt}: damaged checkpoint (its model config is not a JSON object)")
+    try:  # a damaged or foreign config: unknown keys, bad values, impossible sizes
+        model = from_config(config)
+    except CheckpointError:
+        raise
+    except (TypeError, ValueError, KeyError, RuntimeError) as e:
+        raise CheckpointError(f"{ckpt}: its model config does not build a model "
+                              f"({type(e).__name__}: {' '.join(str(e).split())})") from None
     load_state(model, state, ckpt)
     return model.eval()
 
