@@ -95,7 +95,7 @@ def test_elbo_below_and_iwae_converges_to_exact_log_likelihood_with_a_worse_enco
     l10 = torch.stack([iwae_bound(model, x, 10) for _ in range(100)]).mean(0)
     assert ((l10 > l1) & (l10 < truth + 0.02)).all()
     ll = log_likelihood(model, x.view(32, 1, 1, -1), samples=5000, chunk=1000)
-    assert (ll - truth).abs().max() < 0.06       # Monte Carlo error of K = 5000
+    assert (ll - truth).abs().max() < 0.1        # Monte Carlo error of K = 5000 (std ~0.02)
     assert (ll - truth).mean().abs() < 0.01      # and no bias beyond it
 
 
