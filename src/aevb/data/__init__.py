@@ -1,5 +1,8 @@
 """Datasets held in memory as tensors: a registry of named datasets, readers, downloads.
 
+Names: those in `DATASETS` (see `describe()`), "folder:PATH" (a folder of images) and
+"npz:PATH" (an NPZ of x_train, x_test, y_train, y_test).
+
 `load(name)` returns a `Dataset` with a train and a test `Split`; images are float32 in
 [0, 1], shape (N, C, H, W); labels int64. Batches are slices of a random permutation.
 Binarization: "none" (intensities), "static" (one draw per pixel with a fixed seed, for
@@ -14,12 +17,13 @@ from typing import Iterator
 import torch
 from torch import Tensor
 
-from .readers import DataError
-from .registry import DATASETS, load_arrays
+from .readers import DataError, DataWarning
+from .registry import DATASETS, available, describe, load_arrays
 from . import transforms
 from .transforms import BINARIZE, salt_and_pepper
 
-__all__ = ["Dataset", "Split", "load", "DATASETS", "DataError", "salt_and_pepper"]
+__all__ = ["Dataset", "Split", "load", "DATASETS", "DataError", "DataWarning", "available",
+           "describe", "salt_and_pepper"]
 
 EVAL_BINARIZE_SEED = 1234  # the fixed seed of static binarization and of the test set
 
@@ -72,13 +76,18 @@ class Dataset:
 
 
 def load(name: str = "digits", binarize: str = "none", data_dir=None, download: bool = True,
-         limit: int | None = None) -> Dataset:
-    """Load dataset `name` (see `DATASETS`), optionally from local files in `data_dir`.
+         limit: int | None = None, *, image_size: int | None = None, channels: int | None = None,
+         test_fraction: float = 0.1, seed: int = 0, progress: bool = True) -> Dataset:
+    """Load dataset `name` (see `describe()`), optionally from local files in `data_dir`.
 
-    `limit` keeps the first `limit` images of each split (for quick experiments)."""
+    `limit` keeps the first `limit` images of each split (for quick experiments). For
+    "folder:PATH": `image_size` (default 64) and `channels` (1 or 3, default 3) set the
+    image shape, and `test_fraction` of the images (seeded by `seed`) form the test split."""
     if binarize not in BINARIZE:
         raise ValueError(f"binarize must be one of {BINARIZE}, got {binarize!r}")
-    arrays = load_arrays(name, data_dir=data_dir, download=download)
+    arrays = load_arrays(name, data_dir=data_dir, download=download, image_size=image_size,
+                         channels=channels, test_fraction=test_fraction, seed=seed,
+                         progress=progress)
     splits = {}
     for part in ("train", "test"):
         x, y = arrays[part]
