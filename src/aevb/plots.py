@@ -1,6 +1,26 @@
-"""Figures, written as PNG files with matplotlib (no display needed)."""
+"""Figures of a trained model, written as PNG files with matplotlib (no display needed).
+
+Each figure is one function taking the model (and test data where it needs images):
+
+  samples        z ~ p(z) decoded: decoder means ("distributions") and most probable values
+  reconstructions  test images beside their reconstructions            (kind "recon")
+  manifold       decoder means over a grid of latent points Phi^-1(u), u on a regular grid
+                 of the unit square (Kingma & Welling fig. 4); two chosen dims, others 0
+  latent         posterior means of test images coloured by label: directly in 2-D, by
+                 t-SNE and PCA above; a histogram of q(z_j = 1 | x) for binary latents
+  interpolate    decoder means along straight lines between the codes of pairs of images
+  denoise        salt-and-pepper corrupted images beside their reconstructions
+  curves         train and test ELBO per epoch (nats per example)
+  latent_sweep   samples of models with different latent sizes side by side (K&W fig. 5)
+
+`make(kind, model, dataset, path, ...)` draws one by its command-line name and raises
+`NotApplicable` (with the reason) when a figure does not apply to a model, e.g. a manifold
+of binary latents. Randomness comes from a `seed` argument; the global RNG is left as it was.
+"""
 from __future__ import annotations
 
+import io
+import math
 from pathlib import Path
 
 import matplotlib
@@ -10,9 +30,15 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
+from .evaluation import NotApplicable, posterior_means, reconstruct, subset  # noqa: E402
 
+KINDS = ("samples", "recon", "manifold", "latent", "interpolate", "denoise", "curves")
+
+
+# ----------------------------------------------------------------------------- grids
 def image_grid(images: torch.Tensor, nrow: int | None = None, pad: int = 1) -> np.ndarray:
-    """(N, C, H, W) images in [0, 1] -> one (rows*H, cols*W[, 3]) array with `pad` pixel gaps."""
+    """(N, C, H, W) images in [0, 1] -> one (rows*H, cols*W[, 3]) array with `pad` pixel gaps;
+    `nrow` images per row (default: a square)."""
     images = images.detach().float().clamp(0, 1).cpu()
     n, c, h, w = images.shape
     nrow = nrow or int(np.ceil(np.sqrt(n)))
@@ -24,52 +50,386 @@ def image_grid(images: torch.Tensor, nrow: int | None = None, pad: int = 1) -> n
     return grid[0].numpy() if c == 1 else grid.permute(1, 2, 0).numpy()
 
 
+def _inches(pixels: int) -> float:
+    """Display size: small images (8x8 digits) are enlarged more than 28x28 ones."""
+    return max(2.2, min(9.0, pixels / 40))
+
+
 def save_grid(path, images: torch.Tensor, nrow: int | None = None, title: str | None = None) -> Path:
     """Save a grid of images as a PNG (grayscale for one channel)."""
-    grid = image_grid(images, nrow)
-    fig, ax = plt.subplots(figsize=(max(3, grid.shape[1] / 40), max(3, grid.shape[0] / 40) + (0.4 if title else 0)))
-    ax.imshow(grid, cmap="gray" if grid.ndim == 2 else None, vmin=0, vmax=1, interpolation="nearest")
-    ax.axis("off")
-    if title:
-        ax.set_title(title)
+    return save_panels(path, [(title, images, nrow)])
+
+
+def save_panels(path, panels, suptitle: str | None = None) -> Path:
+    """Several image grids side by side: `panels` = [(title, images (N, C, H, W), nrow), ...]."""
+    grids = [(t, image_grid(im, nr)) for t, im, nr in panels]
+    widths = [_inches(g.shape[1]) for _, g in grids]
+    height = max(w * g.shape[0] / g.shape[1] for w, (_, g) in zip(widths, grids))
+    fig, axes = plt.subplots(1, len(grids), figsize=(sum(widths) + 0.2 * len(grids),
+                                                     height + (0.45 if suptitle else 0) + 0.35),
+                             squeeze=False, gridspec_kw={"width_ratios": widths})
+    for ax, (title, g) in zip(axes[0], grids):
+        ax.imshow(g, cmap="gray" if g.ndim == 2 else None, vmin=0, vmax=1, interpolation="nearest")
+        ax.axis("off")
+        if title:
+            ax.set_title(title, fontsize=10)
+    if suptitle:
+        fig.suptitle(suptitle)
     return _save(fig, path)
 
 
+def _save(fig, path) -> Path | io.BytesIO:
+    """Write `fig` as PNG to a path (parents created) or a binary file object."""
+    fig.tight_layout()
+    if hasattr(path, "write"):
+        fig.savefig(path, format="png", dpi=100)
+        plt.close(fig)
+        return path
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+# ----------------------------------------------------------------------------- model helpers
+def _where(model):
+    p = next(model.parameters())
+    return p.device, p.dtype
+
+
+def _labels_for(model, n: int, label: int | None = None):
+    """Labels for a conditional model (`label` for all, else cycling 0..K-1); None otherwise."""
+    k = getattr(model, "num_classes", 0)
+    if not k:
+        return None
+    if label is not None:
+        return torch.full((n,), int(label), dtype=torch.long)
+    return torch.arange(n) % k
+
+
+def _mean(p):
+    return p if torch.is_tensor(p) else p.mean
+
+
+def _latent_family(model) -> str:
+    """"bernoulli" for binary latent codes, "gaussian" for a standard normal prior, "none"
+    for a model without a prior (a plain autoencoder)."""
+    cfg = getattr(model, "config", {}) or {}
+    fam = cfg.get("latent_family", cfg.get("latent"))
+    if fam:
+        return fam
+    if not hasattr(model, "prior"):
+        return "none"
+    base = getattr(model.prior(), "base_dist", model.prior())
+    return "bernoulli" if isinstance(base, torch.distributions.Bernoulli) else "gaussian"
+
+
+def _draw_latents(model, n: int) -> torch.Tensor | None:
+    """n codes from the model's prior p(z), or from the code distribution of a model without
+    one (an autoencoder's fitted Gaussian); None when it has neither."""
+    device, dtype = _where(model)
+    if hasattr(model, "prior"):
+        try:
+            prior = model.prior(device, dtype)
+        except TypeError:
+            prior = model.prior()
+        return prior.sample((n,))
+    if hasattr(model, "code_distribution"):
+        return model.code_distribution().sample((n,)).to(dtype)
+    return None
+
+
+def _decode(model, z, y=None):
+    return model.decode(z, y)
+
+
+def _eval(model):
+    was = model.training
+    model.eval()
+    return was
+
+
+# ----------------------------------------------------------------------------- figures
+@torch.no_grad()
+def samples(model, path, n: int = 64, seed: int = 0, nrow: int | None = None) -> Path:
+    """z ~ p(z) decoded, in two panels (seed report 001 figs. 4-5): the decoder means
+    E[x|z] ("distributions") and the most probable values argmax_x p(x|z) (binary images
+    thresholded at 1/2 for a Bernoulli likelihood); one panel when the two coincide (a
+    continuous likelihood). A conditional model gets one column per class."""
+    was = _eval(model)
+    try:
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            y = _labels_for(model, n)
+            nrow = nrow or (model.num_classes if y is not None else None)
+            z = _draw_latents(model, n)
+            if z is None:
+                return save_grid(path, model.sample(n), nrow, "samples (decoder means)")
+            p = _decode(model, z, y)
+        panels = [("decoder means E[x|z], z ~ p(z)", _mean(p), nrow)]
+        lik = getattr(model, "likelihood", None)
+        if lik is not None and hasattr(lik, "mode") and not torch.is_tensor(p):
+            mode = lik.mode(p)
+            if not torch.allclose(mode, _mean(p)):
+                panels.append(("most probable values", mode, nrow))
+        return save_panels(path, panels)
+    finally:
+        model.train(was)
+
+
+@torch.no_grad()
+def reconstructions(model, split, path, n: int = 32, seed: int = 0) -> Path:
+    """`n` test images (left; chosen at random with `seed`) beside their reconstructions
+    E[x | z = E_q z] (right)."""
+    was = _eval(model)
+    try:
+        split = subset(split, n, seed)
+        x, y = split.x, split.y
+        rec = reconstruct(model, x, y)
+        cols = min(8, n)
+        return save_panels(path, [("test images", x, cols), ("reconstructions", rec, cols)])
+    finally:
+        model.train(was)
+
+
+def manifold_grid(n: int, dims=(0, 1), latent_dim: int = 2) -> torch.Tensor:
+    """(n*n, latent_dim) latent points: a regular n x n grid of the unit square, centred in
+    its cells ((i + 1/2) / n), passed through the inverse standard-normal CDF, so that each
+    point stands for an equal share of prior mass (Kingma & Welling fig. 4). Dims `dims`
+    vary (the first across, the second down, increasing upwards); the others stay at 0."""
+    u = (torch.arange(n, dtype=torch.float64) + 0.5) / n
+    v = torch.special.ndtri(u)
+    i, j = dims
+    z = torch.zeros(n, n, latent_dim, dtype=torch.float64)
+    z[:, :, i] = v[None, :]             # across: dim i
+    z[:, :, j] = v.flip(0)[:, None]     # down: dim j, high values at the top
+    return z.reshape(n * n, latent_dim).to(torch.get_default_dtype())
+
+
+@torch.no_grad()
+def manifold(model, path, n: int = 20, dims=(0, 1), label: int | None = None) -> Path:
+    """The learned data manifold: decoder means over `manifold_grid(n, dims)` (K&W fig. 4).
+    For a latent of more than two dimensions, dims `dims` vary and the others are 0 (the
+    prior's mode). A conditional model decodes every point with class `label` (default 0).
+    Not for binary latents or models without a standard normal prior."""
+    fam = _latent_family(model)
+    if fam != "gaussian":
+        raise NotApplicable(f"the manifold needs a standard normal prior; this model's latent "
+                            f"family is {fam!r}")
+    d = model.latent_dim
+    i, j = (int(k) for k in dims)
+    if d < 2:
+        raise NotApplicable(f"the manifold needs at least 2 latent dimensions, the model has {d}")
+    if not (0 <= i < d and 0 <= j < d) or i == j:
+        raise ValueError(f"dims must be two different latent dimensions in 0..{d - 1}, got {dims}")
+    was = _eval(model)
+    try:
+        device, dtype = _where(model)
+        z = manifold_grid(n, (i, j), d).to(device, dtype)
+        y = _labels_for(model, n * n, 0 if label is None else label)
+        x = _mean(_decode(model, z, y))
+    finally:
+        model.train(was)
+    title = "learned manifold" + ("" if d == 2 else f" (dims {i}, {j}; others 0)") + \
+        ("" if y is None else f", class {int(y[0])}")
+    return save_grid(path, x, n, title)
+
+
+@torch.no_grad()
+def latent(model, split, path, n: int = 2000, tsne: bool = True, seed: int = 0) -> Path:
+    """Posterior means E_q[z] of (up to `n`) test images, coloured by label:
+    - a 2-D latent: the means themselves (a scatter);
+    - a larger latent: a 2-D PCA projection, and a t-SNE embedding (scikit-learn, perplexity
+      30, PCA initialization, seeded) when `tsne` is true;
+    - binary latents: a histogram of the means q(z_j = 1 | x) over all units, stacked by
+      label (seed report 001 fig. 6)."""
+    split = subset(split, n, seed)
+    m = posterior_means(model, split.x, split.y).double().cpu().numpy()
+    labels = None if split.y is None else split.y.cpu().numpy()
+    fam = _latent_family(model)
+    if fam == "bernoulli":
+        fig, ax = plt.subplots(figsize=(6, 3.8))
+        if labels is None:
+            ax.hist(m.ravel(), bins=50, color="C0")
+        else:
+            classes = np.unique(labels)
+            ax.hist([m[labels == c].ravel() for c in classes], bins=50, stacked=True,
+                    label=[str(c) for c in classes], color=[_color(c) for c in classes])
+            ax.legend(title="label", fontsize=7, ncol=2)
+        ax.set_xlabel("posterior mean q(z_j = 1 | x), all units")
+        ax.set_ylabel("count")
+        ax.set_title(f"binary latent codes ({m.shape[1]} units, {m.shape[0]} test images)")
+        return _save(fig, path)
+    panels = []
+    if m.shape[1] == 1:
+        panels.append(("posterior means", np.c_[m[:, 0], np.zeros(len(m))], ("z", "")))
+    elif m.shape[1] == 2:
+        panels.append(("posterior means", m, ("z1", "z2")))
+    else:
+        from sklearn.decomposition import PCA
+        pca = PCA(2, random_state=seed).fit(m)
+        share = pca.explained_variance_ratio_.sum()
+        panels.append((f"PCA ({share:.0%} of the variance)", pca.transform(m), ("PC 1", "PC 2")))
+        if tsne:
+            panels.append(("t-SNE", _tsne(m, seed), ("", "")))
+    fig, axes = plt.subplots(1, len(panels), figsize=(5.2 * len(panels), 4.6), squeeze=False)
+    for ax, (title, pts, (xl, yl)) in zip(axes[0], panels):
+        _scatter(ax, pts, labels)
+        ax.set_title(title)
+        ax.set_xlabel(xl)
+        ax.set_ylabel(yl)
+    fig.suptitle(f"posterior means of {len(m)} test images ({m.shape[1]}-D latent)")
+    return _save(fig, path)
+
+
+def _tsne(m: np.ndarray, seed: int) -> np.ndarray:
+    from sklearn.manifold import TSNE
+    return TSNE(2, perplexity=min(30.0, max(2.0, (len(m) - 1) / 3)), init="pca",
+                random_state=seed).fit_transform(m)
+
+
+def _color(c):
+    return plt.get_cmap("tab10")(int(c) % 10)
+
+
+def _scatter(ax, pts, labels):
+    if labels is None:
+        ax.scatter(pts[:, 0], pts[:, 1], s=4, alpha=0.6)
+        return
+    for c in np.unique(labels):
+        k = labels == c
+        ax.scatter(pts[k, 0], pts[k, 1], s=4, alpha=0.7, color=_color(c), label=str(c))
+    ax.legend(markerscale=3, fontsize=7, loc="best", ncol=2, title="label")
+
+
+@torch.no_grad()
+def interpolate(model, split, path, pairs: int = 8, steps: int = 10, seed: int = 0) -> Path:
+    """Decoder means along the straight line z(t) = (1 - t) z_a + t z_b, t = 0..1 in `steps`
+    steps, between the posterior means of `pairs` random pairs of test images (one row per
+    pair, the two images at its ends)."""
+    g = torch.Generator().manual_seed(seed)
+    idx = torch.randperm(len(split), generator=g)[:2 * pairs]
+    if len(idx) < 2:
+        raise NotApplicable("interpolation needs at least two test images")
+    pairs = len(idx) // 2
+    a, b = split[idx[:pairs]], split[idx[pairs:2 * pairs]]
+    was = _eval(model)
+    try:
+        za = posterior_means(model, a.x, a.y)
+        zb = posterior_means(model, b.x, b.y)
+        t = torch.linspace(0, 1, steps, dtype=za.dtype)
+        z = (za[:, None] * (1 - t)[None, :, None] + zb[:, None] * t[None, :, None])
+        z = z.reshape(pairs * steps, -1)
+        y = None if a.y is None or not getattr(model, "num_classes", 0) else \
+            a.y.repeat_interleave(steps)  # a conditional model keeps the first image's class
+        x = _mean(_decode(model, z, y)).reshape(pairs, steps, *a.x.shape[1:])
+    finally:
+        model.train(was)
+    rows = torch.cat([a.x[:, None], x, b.x[:, None]], 1).reshape(-1, *a.x.shape[1:])
+    return save_grid(path, rows, steps + 2,
+                     "interpolation between posterior means (real images at the ends)")
+
+
+@torch.no_grad()
+def denoise(model, split, path, rate: float = 0.2, n: int = 16, seed: int = 0) -> Path:
+    """Salt-and-pepper denoising: `n` clean test images, the same with a fraction `rate` of
+    their pixels set to 0 or 1 at random, and the reconstructions of the noisy ones (images
+    chosen at random with `seed`)."""
+    from .data import salt_and_pepper
+    split = subset(split, n, seed)
+    x, y = split.x, split.y
+    noisy = salt_and_pepper(x, rate, generator=torch.Generator().manual_seed(seed))
+    was = _eval(model)
+    try:
+        rec = reconstruct(model, noisy, y)
+    finally:
+        model.train(was)
+    cols = min(4, n)
+    return save_panels(path, [("clean", x, cols), (f"noisy (rate {rate:g})", noisy, cols),
+                              ("reconstruction", rec, cols)])
+
+
 def curves(history: list[dict], path, keys=("elbo",)) -> Path:
-    """Train and test values per epoch (ELBO in nats per example by default)."""
+    """Train and test values per epoch (ELBO in nats per example by default); one panel per
+    key present in `history` (the records of metrics.jsonl)."""
+    keys = [k for k in keys if any(f"train_{k}" in r or f"test_{k}" in r for r in history)] or list(keys)[:1]
     fig, axes = plt.subplots(1, len(keys), figsize=(5 * len(keys), 3.5), squeeze=False)
     epochs = [r["epoch"] for r in history]
     for ax, key in zip(axes[0], keys):
         for split in ("train", "test"):
             vals = [r.get(f"{split}_{key}") for r in history]
             if any(v is not None for v in vals):
-                ax.plot(epochs, vals, marker="." if len(epochs) < 30 else None, label=split)
+                ax.plot(epochs, [np.nan if v is None else v for v in vals],
+                        marker="." if len(epochs) < 30 else None, label=split)
         ax.set_xlabel("epoch")
         ax.set_ylabel(f"{key} (nats per example)")
         ax.grid(alpha=0.3)
-        ax.legend()
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend()
     return _save(fig, path)
 
 
-def samples(model, path, n: int = 64) -> Path:
-    """A grid of decoder means for z drawn from the prior."""
-    return save_grid(path, model.sample(n), title="samples from the prior (decoder means)")
+@torch.no_grad()
+def latent_sweep(models, path, n: int = 100, seed: int = 0, title: str | None = None) -> Path:
+    """Samples (decoder means, z ~ p(z)) of several models side by side, one panel each:
+    `models` = [(label, model), ...], e.g. latent sizes 2, 5, 10, 20 (Kingma & Welling
+    fig. 5). Every model draws from the same seed."""
+    panels = []
+    for label, model in models:
+        was = _eval(model)
+        try:
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(seed)
+                z = _draw_latents(model, n)
+                y = _labels_for(model, n)
+                x = model.sample(n) if z is None else _mean(_decode(model, z, y))
+        finally:
+            model.train(was)
+        panels.append((str(label), x, None))
+    return save_panels(path, panels, title)
 
 
-def reconstructions(model, split, path, n: int = 32) -> Path:
-    """Test images (odd rows) above their reconstructions (even rows)."""
-    x = split.x[:n]
-    y = None if split.y is None else split.y[:n]
-    rec = model.reconstruct(x, y)
-    cols = min(8, n)
-    rows = [t for i in range(0, n, cols) for t in (x[i:i + cols], rec[i:i + cols])]
-    return save_grid(path, torch.cat(rows), nrow=cols, title="test images / reconstructions")
+# ----------------------------------------------------------------------------- by name
+def applies(kind: str, model) -> str | None:
+    """None if figure `kind` applies to `model`, else the reason it does not."""
+    if kind == "manifold":
+        fam = _latent_family(model)
+        if fam != "gaussian":
+            return f"the manifold needs a standard normal prior (latent family: {fam})"
+        if getattr(model, "latent_dim", 0) < 2:
+            return "the manifold needs at least 2 latent dimensions"
+    return None
 
 
-def _save(fig, path) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+def make(kind: str, model, dataset, path, history=None, *, n: int | None = None,
+         dims=(0, 1), rate: float = 0.2, tsne: bool = True, seed: int = 0,
+         label: int | None = None) -> Path:
+    """Draw figure `kind` (one of `KINDS`) of `model` with the test split of `dataset` into
+    `path`. Raises NotApplicable (with the reason) when the figure does not fit the model or
+    what is given (e.g. curves without a training history)."""
+    reason = applies(kind, model)
+    if reason:
+        raise NotApplicable(reason)
+    test = None if dataset is None else dataset.test
+    if kind in ("recon", "latent", "interpolate", "denoise") and test is None:
+        raise NotApplicable(f"figure {kind!r} needs the test images, and the dataset is not available")
+    kw = {} if n is None else {"n": n}
+    if kind == "samples":
+        return samples(model, path, seed=seed, **kw)
+    if kind == "recon":
+        return reconstructions(model, test, path, seed=seed, **kw)
+    if kind == "manifold":
+        return manifold(model, path, dims=dims, label=label, **kw)
+    if kind == "latent":
+        return latent(model, test, path, tsne=tsne, seed=seed, **kw)
+    if kind == "interpolate":
+        return interpolate(model, test, path, seed=seed, **({} if n is None else {"pairs": n}))
+    if kind == "denoise":
+        return denoise(model, test, path, rate=rate, seed=seed, **kw)
+    if kind == "curves":
+        if not history:
+            raise NotApplicable("no training history (metrics.jsonl) to plot")
+        return curves(history, path, keys=("elbo", "kl"))
+    raise ValueError(f"unknown figure {kind!r}; choose one of {', '.join(KINDS)} (or latent-sweep "
+                     "for a sweep directory)")
