@@ -41,6 +41,12 @@ class Config:
     beta: float = 1.0                 # KL weight
     kl: str = "analytic"              # analytic | mc
     conditional: bool = False         # condition encoder and decoder on the label
+    latent_family: str = "gaussian"   # gaussian | bernoulli (binary codes, prior Bernoulli(1/2))
+    estimator: str = "reinforce"      # bernoulli latent: reinforce (score function) | gumbel
+    baseline: str = "learned"         # reinforce: none | mean (moving average) | learned (+ MLP of x)
+    gumbel_temperature: float = 0.5   # estimator gumbel: temperature of the straight-through relaxation
+    objective: str = "elbo"           # elbo | iwae (importance-weighted bound as training objective)
+    iwae_k: int = 5                   # objective iwae: samples per example
     # training
     epochs: int = 20
     batch_size: int = 100

@@ -1,11 +1,12 @@
 """Encoder and decoder networks. Each maps a batch to a flat vector of distribution parameters
 (encoder) or from a latent vector to per-pixel parameters shaped like the input (decoder);
 layer sizes are inferred from the input shape."""
+from .conv import ConvDecoder, ConvEncoder
 from .mlp import MLPDecoder, MLPEncoder, activation
 
-__all__ = ["MLPEncoder", "MLPDecoder", "activation", "build"]
+__all__ = ["MLPEncoder", "MLPDecoder", "ConvEncoder", "ConvDecoder", "activation", "build"]
 
-NETS = {"mlp": (MLPEncoder, MLPDecoder)}
+NETS = {"mlp": (MLPEncoder, MLPDecoder), "conv": (ConvEncoder, ConvDecoder)}
 
 
 def build(kind: str, input_shape, latent_params: int, latent_dim: int, out_channels: int,

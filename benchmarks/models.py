@@ -1,0 +1,234 @@
+"""Quality measurements of the model variants on the offline MNIST split (fit on the 10,000
+official test images, evaluate on 5,000 official training images; ../shared/data/README.md).
+
+    python benchmarks/models.py binary   [--epochs 30]   # 64-bit binary VAE: no / mean / learned baseline, gumbel
+    python benchmarks/models.py variance [--epochs 5]    # encoder-gradient variance by baseline
+    python benchmarks/models.py conv     [--epochs 10]   # conv VAE vs MLP VAE 784-400-400-20
+    python benchmarks/models.py iwae     [--epochs 10]   # ELBO vs IWAE (K=5) training
+    python benchmarks/models.py auc      [--epochs 10]   # anomaly ROC-AUC: held-out digit, inverted images
+    python benchmarks/models.py impute   [--epochs 10]   # imputation error on missing pixels
+    python benchmarks/models.py gmm      [--epochs 10]   # AE + GMM and VAE + GMM sampling
+
+Every experiment prints one JSON line per measurement (nats per example; test split).
+Short runs, 2 CPU threads: numbers compare variants trained alike, not papers.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import torch
+
+from aevb import VAE, data, train
+from aevb.evaluation import elbo_terms, log_likelihood
+from aevb.models import Autoencoder
+from aevb.objectives import score_function_elbo
+
+HERE = Path(__file__).resolve().parent
+
+
+def load(args, **kw):
+    return data.load("mnist-offline", binarize="dynamic", data_dir=args.data_dir, **kw)
+
+
+def fit(model, ds, args, epochs=None):
+    t = time.perf_counter()
+    run = train(model, ds, epochs=epochs or args.epochs, batch_size=100, lr=1e-3, seed=args.seed,
+                progress=False, tensorboard=False)
+    return run, time.perf_counter() - t
+
+
+def report(**kw):
+    print(json.dumps({k: round(v, 4) if isinstance(v, float) else v for k, v in kw.items()}), flush=True)
+
+
+def test_ll(model, ds, samples, n=None):
+    x = ds.test.x if n is None else ds.test.x[:n]
+    return float(log_likelihood(model, x, samples=samples).mean())
+
+
+# ----------------------------------------------------------------------------- binary latent
+def binary_model(baseline="learned", estimator="reinforce"):
+    return VAE((1, 28, 28), 64, hidden=(400, 400), latent_family="bernoulli", baseline=baseline,
+               estimator=estimator)
+
+
+def exp_binary(args):
+    ds = load(args)
+    for baseline, estimator in (("none", "reinforce"), ("mean", "reinforce"), ("learned", "reinforce"),
+                                ("none", "gumbel")):
+        torch.manual_seed(args.seed)
+        model = binary_model(baseline, estimator)
+        run, sec = fit(model, ds, args)
+        curve = [round(r["test_elbo"], 2) for r in run.history]
+        report(exp="binary", estimator=estimator, baseline=baseline, epochs=args.epochs,
+               test_elbo=run.last["test_elbo"], test_kl=run.last["test_kl"],
+               test_log_px=test_ll(model, ds, args.samples, 1000), seconds=sec, curve=curve)
+
+
+def encoder_grad_variance(model, x, kind, repeats=100):
+    """Sum over encoder parameters of the variance of the mini-batch score-function gradient
+    (x fixed, z resampled `repeats` times), and the squared norm of its mean."""
+    params = list(model.encoder.parameters())
+    grads = []
+    for _ in range(repeats):
+        b = 0.0
+        if kind != "none":
+            c, r = model.baseline(x)
+            b = c if (kind == "mean" or r is None) else c + r
+        terms, surrogate, _ = score_function_elbo(model, x, baseline=b)
+        g = torch.autograd.grad(-surrogate.mean(), params)
+        grads.append(torch.cat([t.flatten() for t in g]))
+    g = torch.stack(grads)
+    return float(g.var(0).sum()), float(g.mean(0).pow(2).sum())
+
+
+def exp_variance(args):
+    """Train a 64-bit binary VAE with the learned baseline; at epochs 0, 1 and args.epochs
+    measure the encoder-gradient variance with no baseline, the moving average, and the
+    moving average + learned MLP, on the same model and the same 100 test images."""
+    ds = load(args)
+    torch.manual_seed(args.seed)
+    model = binary_model("learned")
+    x = ds.test.x[:100]
+    done = 0
+    for epoch in sorted({0, 1, args.epochs}):
+        if epoch > done:
+            fit(model, ds, args, epochs=epoch - done)  # continues training the same model
+            done = epoch
+        model.eval()
+        for kind in ("none", "mean", "learned"):
+            torch.manual_seed(1)
+            var, sq = encoder_grad_variance(model, x, kind, args.repeats)
+            report(exp="variance", epoch=epoch, baseline=kind, grad_var=var, grad_mean_sq=sq,
+                   snr=sq / var if var else None)
+        model.train()
+
+
+# ----------------------------------------------------------------------------- conv vs mlp
+def exp_conv(args):
+    ds = load(args)
+    for net, hidden in (("mlp", (400, 400)), ("conv", (32, 64))):
+        torch.manual_seed(args.seed)
+        model = VAE((1, 28, 28), 20, net=net, hidden=hidden)
+        run, sec = fit(model, ds, args)
+        report(exp="conv", net=net, hidden=list(hidden), params=sum(p.numel() for p in model.parameters()),
+               epochs=args.epochs, test_elbo=run.last["test_elbo"],
+               test_log_px=test_ll(model, ds, args.samples, 1000), seconds=sec,
+               curve=[round(r["test_elbo"], 2) for r in run.history])
+
+
+# ----------------------------------------------------------------------------- iwae
+def exp_iwae(args):
+    ds = load(args)
+    for objective in ("elbo", "iwae"):
+        torch.manual_seed(args.seed)
+        model = VAE((1, 28, 28), 20, hidden=(400, 400), objective=objective, iwae_k=5)
+        run, sec = fit(model, ds, args)
+        report(exp="iwae", objective=objective, k=5, epochs=args.epochs, test_elbo=run.last["test_elbo"],
+               test_log_px=test_ll(model, ds, args.samples, 1000), seconds=sec)
+
+
+# ----------------------------------------------------------------------------- anomaly AUC
+def exp_auc(args):
+    from aevb import uses
+    full = load(args)
+    for digit in args.digits:
+        ds = load(args)
+        ds.train = uses.keep_classes(ds.train, [digit], exclude=True)
+        for kind in ("vae", "autoencoder"):
+            torch.manual_seed(args.seed)
+            model = (VAE((1, 28, 28), 20, hidden=(400, 400)) if kind == "vae"
+                     else Autoencoder((1, 28, 28), 20, hidden=(400, 400)))
+            fit(model, ds, args)
+            scores = uses.anomaly_scores(model, full.test.x, samples=args.samples)
+            res = uses.held_out_classes_auc(scores, full.test.y, [digit])
+            report(exp="auc", held_out=digit, model=kind, epochs=args.epochs, samples=args.samples, **res)
+    # one dataset against another: MNIST test digits vs the same digits inverted (1 - x)
+    torch.manual_seed(args.seed)
+    model = VAE((1, 28, 28), 20, hidden=(400, 400))
+    fit(model, full, args)
+    normal = uses.anomaly_scores(model, full.test.x[:1000], samples=args.samples)
+    inverted = uses.anomaly_scores(model, 1 - full.test.x[1000:2000], samples=args.samples)
+    noise = uses.anomaly_scores(model, torch.bernoulli(torch.full((1000, 1, 28, 28), full.test.x.mean().item())),
+                                samples=args.samples)
+    report(exp="auc", normal="mnist", anomalous="inverted mnist", auc=uses.roc_auc(normal, inverted))
+    report(exp="auc", normal="mnist", anomalous="bernoulli noise (mnist mean)", auc=uses.roc_auc(normal, noise))
+
+
+# ----------------------------------------------------------------------------- imputation
+def exp_impute(args):
+    from aevb import uses
+    ds = load(args)
+    torch.manual_seed(args.seed)
+    model = VAE((1, 28, 28), 20, hidden=(400, 400))
+    fit(model, ds, args)
+    x = ds.test.x[::25][:200]  # 200 images, every class
+    mean_image = ds.train.x.mean(0, keepdim=True)
+    for spec in ("top-half", "left-half", "square:14", "random:0.5"):
+        mask = uses.make_mask(spec, x.shape[1:], len(x), torch.Generator().manual_seed(0))
+        naive = uses.missing_error(torch.where(mask, mean_image.expand_as(x), x), x, mask).mean()
+        for method in ("gibbs", "mh"):
+            res = uses.impute(model, x, mask, iterations=args.iterations, method=method)
+            report(exp="impute", mask=spec, method=method, iterations=args.iterations,
+                   mse_missing=float(uses.missing_error(res.filled, x, mask).mean()),
+                   mse_missing_mean_image=float(naive), acceptance=res.acceptance)
+    if args.figures:
+        mask = uses.make_mask("top-half", x.shape[1:], 8)
+        res = uses.impute(model, x[:8], mask, iterations=args.iterations)
+        uses.imputation_figure(Path(args.figures) / "impute_top_half.png", x[:8], mask, res.filled)
+
+
+# ----------------------------------------------------------------------------- GMM sampler
+def exp_gmm(args):
+    """Decoded mixture samples judged by the test ELBO's model-free stand-in: the mean
+    log-density of the *test* codes under the mixture fitted to training codes, and the
+    VAE's samples' own ELBO under a separately trained reference VAE."""
+    from aevb import plots
+    from aevb.samplers import GMMSampler, codes
+    ds = load(args)
+    ref = VAE((1, 28, 28), 20, hidden=(400, 400))
+    torch.manual_seed(args.seed + 1)
+    fit(ref, ds, args)
+    for kind, dim in (("autoencoder", 2), ("autoencoder", 20), ("vae", 20)):
+        torch.manual_seed(args.seed)
+        model = VAE((1, 28, 28), dim, hidden=(400, 400)) if kind == "vae" else \
+            Autoencoder((1, 28, 28), dim, hidden=(400, 400))
+        fit(model, ds, args)
+        g = GMMSampler.fit(model, ds.train, n_components=30, seed=args.seed)
+        test_codes = codes(model, ds.test)
+        torch.manual_seed(0)
+        imgs_gmm = torch.bernoulli(g.sample(1000))
+        imgs_plain = torch.bernoulli(model.sample(1000))
+        elbo_gmm = float(elbo_terms(ref, data.Split(imgs_gmm))["elbo"])
+        elbo_plain = float(elbo_terms(ref, data.Split(imgs_plain))["elbo"])
+        report(exp="gmm", model=kind, latent_dim=dim, components=30,
+               test_code_log_density=float(g.log_density(test_codes.double()).mean()),
+               ref_elbo_of_gmm_samples=elbo_gmm, ref_elbo_of_prior_samples=elbo_plain)
+        if args.figures:
+            plots.save_grid(Path(args.figures) / f"gmm_{kind}_{dim}.png", g.sample(64))
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("experiment", choices=["binary", "variance", "conv", "iwae", "auc", "impute", "gmm"])
+    p.add_argument("--data-dir", default=str(HERE.parent.parent / "shared" / "data" / "mnist"))
+    p.add_argument("--epochs", type=int, default=10)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--samples", type=int, default=100, help="importance samples for log p(x)")
+    p.add_argument("--repeats", type=int, default=100, help="variance: gradient estimates per setting")
+    p.add_argument("--iterations", type=int, default=100, help="impute: sampler iterations")
+    p.add_argument("--digits", type=lambda s: [int(d) for d in s.split(",")], default=[9],
+                   help="auc: the digits held out, one model each (e.g. 0,1,9)")
+    p.add_argument("--figures", default=None, help="a folder for figures")
+    p.add_argument("--threads", type=int, default=None)
+    args = p.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    globals()[f"exp_{args.experiment}"](args)
+
+
+if __name__ == "__main__":
+    main()

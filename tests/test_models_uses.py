@@ -1,0 +1,225 @@
+"""Uses of a trained density model (aevb.uses): anomaly scores and ROC-AUC, imputation of
+missing pixels, reading image files, and the `aevb score / impute / sample` commands."""
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from aevb import data, train, uses
+from aevb.cli import main
+from aevb.evaluation import log_likelihood
+from aevb.models import Autoencoder, VAE
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+@pytest.fixture(scope="module")
+def digits():
+    return data.load("digits", binarize="none")  # gray levels: the imputation error is on them
+
+
+@pytest.fixture(scope="module")
+def vae(digits):
+    torch.manual_seed(0)
+    model = VAE(digits.shape, 4, hidden=[64])
+    train(model, digits, epochs=25, lr=3e-3, progress=False, tensorboard=False)
+    return model
+
+
+# ----------------------------------------------------------------------------- masks
+@pytest.mark.parametrize("spec,fraction", [("top-half", 0.5), ("bottom-half", 0.5), ("left-half", 0.5),
+                                           ("right-half", 0.5), ("square:4", 16 / 64), ("square:8", 1.0)])
+def test_masks(spec, fraction):
+    m = uses.make_mask(spec, (1, 8, 8), 3)
+    assert m.shape == (3, 1, 8, 8) and m.dtype == torch.bool
+    assert m.float().mean().item() == pytest.approx(fraction)
+    if spec == "top-half":
+        assert m[:, :, :4].all() and not m[:, :, 4:].any()
+    if spec == "square:4":
+        assert m[:, :, 2:6, 2:6].all()
+
+
+def test_random_mask_and_errors():
+    m = uses.make_mask("random:0.3", (3, 32, 32), 50, torch.Generator().manual_seed(0))
+    assert abs(m.float().mean().item() - 0.3) < 0.01
+    assert torch.equal(m[:, 0], m[:, 2])  # a pixel is missing in all its channels
+    for bad in ("random:1.5", "square:0", "square:x", "diagonal"):
+        with pytest.raises(ValueError):
+            uses.make_mask(bad, (1, 8, 8))
+
+
+# ----------------------------------------------------------------------------- imputation
+@pytest.mark.parametrize("method", ["gibbs", "mh"])
+def test_imputation_beats_the_mean_image(digits, vae, method):
+    x = digits.test.x[:100]
+    mask = uses.make_mask("top-half", x.shape[1:], len(x))
+    res = uses.impute(vae, x, mask, iterations=40, method=method)
+    assert torch.equal(res.filled[~mask], x[~mask]) and torch.equal(res.last[~mask], x[~mask])
+    err = uses.missing_error(res.filled, x, mask).mean()
+    mean_image = digits.train.x.mean(0, keepdim=True).expand_as(x)
+    naive = uses.missing_error(torch.where(mask, mean_image, x), x, mask).mean()
+    assert err < 0.85 * naive, (float(err), float(naive))
+    if method == "mh":
+        assert 0 < res.acceptance <= 1
+    else:
+        assert res.acceptance is None
+
+
+def test_imputation_with_an_autoencoder_and_a_figure(digits, tmp_path):
+    torch.manual_seed(0)
+    ae = Autoencoder(digits.shape, 4, hidden=[32])
+    x = digits.test.x[:6]
+    mask = uses.make_mask("square:4", x.shape[1:], len(x))
+    res = uses.impute(ae, x, mask, iterations=5)
+    assert torch.equal(res.filled[~mask], x[~mask])
+    path = uses.imputation_figure(tmp_path / "imp.png", x, mask, res.filled)
+    assert path.exists()
+
+
+def test_missing_error():
+    x = torch.zeros(2, 1, 2, 2)
+    filled = torch.ones(2, 1, 2, 2)
+    mask = torch.zeros(2, 1, 2, 2, dtype=torch.bool)
+    mask[:, :, 0, 0] = True
+    assert torch.equal(uses.missing_error(filled, x, mask), torch.ones(2))
+
+
+# ----------------------------------------------------------------------------- anomaly scores
+def test_scores_are_negative_log_likelihoods(digits, vae):
+    x = digits.test.x[:20]
+    s = uses.anomaly_scores(vae, x, samples=50)
+    assert torch.allclose(s, -log_likelihood(vae, x, samples=50, batch_size=100))
+
+
+def test_conditional_model_is_scored_by_its_marginal(digits):
+    torch.manual_seed(0)
+    cvae = VAE(digits.shape, 3, hidden=[16], num_classes=10)
+    x = digits.test.x[:5]
+    s = uses.anomaly_scores(cvae, x, samples=20)
+    per_class = torch.stack([log_likelihood(cvae, x, torch.full((5,), c), samples=20, batch_size=100)
+                             for c in range(10)])
+    assert torch.allclose(s, -(torch.logsumexp(per_class, 0) - math.log(10)), atol=1e-4)
+
+
+def test_autoencoder_is_scored_by_reconstruction(digits):
+    torch.manual_seed(0)
+    ae = Autoencoder(digits.shape, 4, hidden=[16])
+    x = digits.test.x[:5]
+    assert torch.allclose(uses.anomaly_scores(ae, x), -ae.decode(ae.encode(x)).log_prob(x))
+
+
+def test_roc_auc():
+    assert uses.roc_auc(torch.tensor([1.0, 2.0]), torch.tensor([3.0, 4.0])) == 1.0
+    assert uses.roc_auc(torch.tensor([3.0, 4.0]), torch.tensor([1.0, 2.0])) == 0.0
+    res = uses.held_out_classes_auc(torch.tensor([1.0, 5.0, 2.0, 6.0]), torch.tensor([0, 9, 1, 9]), [9])
+    assert res["auc"] == 1.0 and res["n_anomalous"] == 2 and res["n_normal"] == 2
+    with pytest.raises(ValueError):
+        uses.held_out_classes_auc(torch.ones(3), torch.tensor([1, 1, 1]), [9])
+
+
+def test_inverted_digits_are_anomalous(digits, vae):
+    x = digits.test.x[:150]
+    normal = uses.anomaly_scores(vae, x[:75], samples=20)
+    inverted = uses.anomaly_scores(vae, 1 - x[75:], samples=20)
+    assert uses.roc_auc(normal, inverted) > 0.95
+
+
+def test_keep_classes(digits):
+    s = uses.keep_classes(digits.test, [9], exclude=True)
+    assert len(s) > 0 and not (s.y == 9).any()
+    assert (uses.keep_classes(digits.test, [3, 4]).y >= 3).all()
+
+
+# ----------------------------------------------------------------------------- image files
+def write_idx(path, arr: np.ndarray):
+    header = bytes([0, 0, 0x08, arr.ndim]) + b"".join(int(d).to_bytes(4, "big") for d in arr.shape)
+    path.write_bytes(header + arr.astype(np.uint8).tobytes())
+
+
+def test_load_images_from_files(tmp_path):
+    imgs = (np.random.default_rng(0).random((7, 8, 8)) * 255).astype(np.uint8)
+    np.savez(tmp_path / "a.npz", x_test=imgs, y_test=np.arange(7))
+    s = uses.load_images(str(tmp_path / "a.npz"))
+    assert s.x.shape == (7, 1, 8, 8) and s.x.max() <= 1 and torch.equal(s.y, torch.arange(7))
+    write_idx(tmp_path / "t-images-idx3-ubyte", imgs)
+    write_idx(tmp_path / "t-labels-idx1-ubyte", np.arange(7))
+    s2 = uses.load_images(str(tmp_path / "t-images-idx3-ubyte"), limit=5)
+    assert torch.allclose(s2.x, s.x[:5]) and torch.equal(s2.y, torch.arange(5))
+    cfg = type("Cfg", (), {"binarize": "dynamic"})()
+    b = uses.load_images(str(tmp_path / "a.npz"), cfg)
+    assert set(b.x.unique().tolist()) <= {0.0, 1.0}
+    with pytest.raises(data.DataError):
+        uses.load_images(str(tmp_path / "missing.npz"))
+
+
+def test_shape_mismatch_is_refused(vae):
+    with pytest.raises(data.DataError, match="shape"):
+        uses.anomaly_scores(vae, torch.rand(2, 1, 28, 28))
+
+
+# ----------------------------------------------------------------------------- commands
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    root = tmp_path_factory.mktemp("runs")
+    common = ["--dataset", "digits", "--hidden", "32", "--latent-dim", "4", "--epochs", "2",
+              "--no-progress", "--no-figures"]
+    assert main(["train", *common, "--out", str(root / "vae")]) == 0
+    assert main(["train", *common, "--conditional", "--out", str(root / "cvae")]) == 0
+    assert main(["train", *common, "--model", "autoencoder", "--out", str(root / "ae")]) == 0
+    return root
+
+
+def last_json(capsys):
+    return json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+
+
+def test_score_command(runs, tmp_path, capsys):
+    out = tmp_path / "scores.csv"
+    assert main(["score", str(runs / "vae"), "--anomaly-classes", "9", "--samples", "10",
+                 "-o", str(out)]) == 0
+    res = last_json(capsys)
+    assert 0 <= res["auc"] <= 1 and res["n_anomalous"] > 0 and res["samples"] == 10
+    rows = np.loadtxt(out, delimiter=",", skiprows=1)
+    assert rows.shape == (res["n"], 3)
+    # another set of images: AUC against the run's own test split
+    imgs = 1 - data.load("digits", binarize="static").test.x[:50, 0].numpy()
+    np.savez(tmp_path / "inv.npz", x=(imgs * 255).astype(np.uint8))
+    assert main(["score", str(runs / "vae"), str(tmp_path / "inv.npz"), "--samples", "10",
+                 "-o", str(tmp_path / "s2.csv")]) == 0
+    res = last_json(capsys)
+    assert res["reference"] == "digits" and res["auc"] > 0.5
+    assert main(["score", str(runs / "ae"), "--samples", "5", "-o", str(tmp_path / "s3.csv")]) == 0
+    assert "enc(x)" in last_json(capsys)["score"]
+
+
+def test_impute_command(runs, tmp_path, capsys):
+    fig = tmp_path / "imp.png"
+    assert main(["impute", str(runs / "vae"), "--mask", "square:4", "-n", "20", "--iterations", "10",
+                 "--method", "mh", "-o", str(fig)]) == 0
+    res = last_json(capsys)
+    assert fig.exists() and res["n"] == 20 and 0 <= res["mse_missing"] <= 1
+    assert "mse_missing_mean_image" in res and "acceptance" in res
+    assert main(["impute", str(runs / "cvae"), "--mask", "left-half", "-n", "10", "--iterations", "5",
+                 "-o", str(fig)]) == 0
+    assert main(["impute", str(runs / "vae"), "--mask", "nonsense", "-o", str(fig)]) == 2
+
+
+def test_sample_command_per_class_and_gmm(runs, tmp_path, capsys):
+    assert main(["sample", str(runs / "cvae"), "--per-class", "3", "-o", str(tmp_path / "pc.png")]) == 0
+    assert (tmp_path / "pc.png").exists()
+    assert main(["sample", str(runs / "vae"), "--per-class", "3", "-o", str(tmp_path / "x.png")]) == 2
+    assert main(["sample", str(runs / "ae"), "--gmm", "5", "-n", "16", "-o", str(tmp_path / "g.png")]) == 0
+    assert (tmp_path / "g.png").exists() and (runs / "ae" / "gmm-5.safetensors").exists()
+    assert (runs / "ae" / "gmm-5.json").exists()
+    assert main(["sample", str(runs / "cvae"), "--gmm", "3", "--per-class", "2",
+                 "-o", str(tmp_path / "cg.png")]) == 0
