@@ -133,8 +133,15 @@ def load_yaml(path) -> dict:
         raw = yaml.safe_load(path.read_text())
     except FileNotFoundError:
         raise ConfigError(f"config file {path} not found") from None
-    except yaml.YAMLError as e:
-        raise ConfigError(f"config file {path} is not valid YAML: {e}") from None
+    except OSError as e:  # a directory, no permission, ...
+        raise ConfigError(f"config file {path}: cannot read it ({e.strerror})") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"config file {path} is not text (not UTF-8); expected YAML") from None
+    except yaml.YAMLError as e:  # one line: where and what
+        mark = getattr(e, "problem_mark", None)
+        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
+        what = getattr(e, "problem", None) or " ".join(str(e).split())
+        raise ConfigError(f"config file {path} is not valid YAML ({where}{what})") from None
     if raw is None:
         return {}
     if not isinstance(raw, dict):
@@ -162,6 +169,15 @@ def _check(cfg: Config) -> None:
             raise ConfigError(f"config key {key!r} has an invalid value {getattr(cfg, key)!r}")
     if cfg.binarize not in ("none", "static", "dynamic"):
         raise ConfigError(f"config key 'binarize': expected none, static or dynamic, got {cfg.binarize!r}")
+    if cfg.clip_grad is not None and not cfg.clip_grad > 0:
+        raise ConfigError(f"config key 'clip_grad' has an invalid value {cfg.clip_grad!r}; expected a "
+                          "positive number or null")
+    if not all(h >= 1 for h in cfg.hidden):
+        raise ConfigError(f"config key 'hidden': layer sizes must be >= 1, got {cfg.hidden!r}")
+    from .training import OPTIMIZERS
+    if cfg.optimizer not in OPTIMIZERS:
+        raise ConfigError(f"config key 'optimizer': unknown optimizer {cfg.optimizer!r}; choose one "
+                          f"of {', '.join(OPTIMIZERS)}")
 
 
 def model_kwargs(cls, cfg: Config, **given) -> dict:
@@ -175,7 +191,12 @@ def load_dataset(cfg: Config):
     """The dataset a config names."""
     from . import data
     kw = {k: getattr(cfg, k) for k in ("image_size", "channels") if getattr(cfg, k) is not None}
-    return data.load(cfg.dataset, binarize=cfg.binarize, data_dir=cfg.data_dir, limit=cfg.limit, **kw)
+    try:
+        return data.load(cfg.dataset, binarize=cfg.binarize, data_dir=cfg.data_dir, limit=cfg.limit, **kw)
+    except data.DataError:
+        raise
+    except ValueError as e:  # a setting the dataset does not take (e.g. image_size for digits)
+        raise ConfigError(str(e)) from None
 
 
 def build_model(cfg: Config, dataset):
@@ -194,3 +215,5 @@ def build_model(cfg: Config, dataset):
                                   num_classes=dataset.num_classes if cfg.conditional else 0))
     except ValueError as e:
         raise ConfigError(str(e)) from None
+    except (RuntimeError, MemoryError) as e:  # sizes too large to allocate, or impossible
+        raise ConfigError(f"cannot build the model this config describes ({' '.join(str(e).split())})") from None

@@ -64,19 +64,41 @@ def save_tensors(path, tensors: dict[str, torch.Tensor], metadata: dict | None =
     atomic_write(path, st_save(tensors, metadata=meta))
 
 
+# The first bytes of files that unpickling would read: torch.save's zip archive, and the
+# protocol-2+ pickle opcode PROTO. Used only to word the error message once a file has
+# already failed to parse as safetensors; nothing here ever unpickles.
+_PICKLE_MAGIC = (b"PK\x03\x04", b"\x80\x02", b"\x80\x03", b"\x80\x04", b"\x80\x05")
+
+
 def load_tensors(path) -> tuple[dict[str, torch.Tensor], dict]:
-    """Read a safetensors file written by `save_tensors`; any other content is refused with a
-    `CheckpointError` naming the file (safetensors never executes code, unlike pickle)."""
+    """Read a safetensors file written by `save_tensors`: (tensors, metadata dict).
+
+    Any other content (truncated, corrupt, random bytes, a pickle or torch.save file) is
+    refused with a one-line `CheckpointError` naming the file. Nothing is ever unpickled:
+    safetensors is raw tensor bytes plus a JSON header, so loading cannot run code."""
     path = Path(path)
     try:
         raw = path.read_bytes()
     except FileNotFoundError:
         raise CheckpointError(f"{path}: checkpoint not found") from None
+    except IsADirectoryError:
+        raise CheckpointError(f"{path}: is a directory, not a checkpoint file") from None
+    except OSError as e:
+        raise CheckpointError(f"{path}: cannot read the checkpoint ({e.strerror})") from None
     try:
         tensors = st_load(raw)
         n = int.from_bytes(raw[:8], "little")  # safetensors layout: u64 header size, JSON header
-        meta = json.loads(raw[8:8 + n]).get("__metadata__") or {}
-        return tensors, json.loads(meta.get("json", "{}"))
-    except (SafetensorError, json.JSONDecodeError, UnicodeDecodeError, ValueError) as e:
-        raise CheckpointError(f"{path}: not a valid safetensors checkpoint ({e}); "
+        header = json.loads(raw[8:8 + n])
+        meta = json.loads((header.get("__metadata__") or {}).get("json", "{}"))
+    except (SafetensorError, json.JSONDecodeError, UnicodeDecodeError, ValueError,
+            AttributeError, TypeError) as e:
+        if raw.startswith(_PICKLE_MAGIC):
+            raise CheckpointError(
+                f"{path}: this is a pickle / torch.save file, not safetensors; aevb never "
+                "unpickles files (unpickling can run arbitrary code)") from None
+        what = " ".join(str(e).split()) or type(e).__name__
+        raise CheckpointError(f"{path}: not a valid safetensors checkpoint ({what}); "
                               "aevb never loads pickled (.pt/.ckpt) files") from None
+    if not isinstance(meta, dict):
+        raise CheckpointError(f"{path}: damaged checkpoint (its metadata is not a JSON object)")
+    return tensors, meta

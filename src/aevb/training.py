@@ -16,8 +16,10 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import shutil
 import signal
+import tempfile
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -30,7 +32,7 @@ from . import data as data_mod
 from . import distributed
 from .evaluation import elbo_terms
 from .models.base import load_state
-from .serialization import CheckpointError, load_tensors, save_tensors, write_json
+from .serialization import CheckpointError, atomic_write, load_tensors, save_tensors, write_json
 
 OPTIMIZERS = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW, "rmsprop": torch.optim.RMSprop,
               "adagrad": torch.optim.Adagrad, "sgd": torch.optim.SGD}
@@ -98,7 +100,11 @@ def save_checkpoint(path: Path, model, opt, trainer_state: dict, rng_states=None
     for i, st in enumerate(rng_states or [torch.get_rng_state()]):
         tensors[f"rng.{i}"] = st
     meta = {"model_config": model.full_config(), "trainer": trainer_state, "optimizer": opt_meta}
-    save_tensors(path, tensors, meta)
+    try:
+        save_tensors(path, tensors, meta)
+    except OSError as e:  # disk full, quota, I/O error: atomic_write kept the previous file
+        raise TrainingError(f"cannot write checkpoint {path} ({e.strerror or e}); the previous "
+                            "checkpoint is kept; free some space and continue with --resume") from None
 
 
 def load_checkpoint(path: Path, model, opt, ctx: distributed.Context | None = None) -> dict:
@@ -106,9 +112,10 @@ def load_checkpoint(path: Path, model, opt, ctx: distributed.Context | None = No
     tensors, meta = load_tensors(path)
     if "trainer" not in meta:
         raise CheckpointError(f"{path}: not a training checkpoint written by aevb")
-    if meta["model_config"] != model.full_config():
-        raise CheckpointError(f"{path}: checkpoint was made for model {meta['model_config']}, "
+    if meta.get("model_config") != model.full_config():
+        raise CheckpointError(f"{path}: checkpoint was made for model {meta.get('model_config')}, "
                               f"not for {model.full_config()}; use the same config to resume")
+    _check_checkpoint(path, tensors, meta, opt)  # reliability: damaged file -> CheckpointError
     load_state(model, {k[6:]: v for k, v in tensors.items() if k.startswith("model.")}, path)
     _restore_optimizer(opt, tensors, meta["optimizer"])
     states = [tensors[k] for k in sorted((k for k in tensors if k.startswith("rng.")),
@@ -117,24 +124,96 @@ def load_checkpoint(path: Path, model, opt, ctx: distributed.Context | None = No
     return meta["trainer"]
 
 
+def _check_checkpoint(path, tensors: dict, meta: dict, opt) -> None:
+    """Refuse, with a `CheckpointError` naming the file, a checkpoint whose trainer state,
+    optimizer state or RNG state is malformed or non-finite (a damaged file that still parses
+    as safetensors), so that resuming never fails half-way or continues from NaN weights."""
+    def bad(why):
+        raise CheckpointError(f"{path}: damaged checkpoint ({why}); restore a good copy or "
+                              "start again with --overwrite")
+
+    def count(v):
+        return isinstance(v, int) and not isinstance(v, bool) and v >= 0
+
+    trainer, optim = meta.get("trainer"), meta.get("optimizer")
+    if not isinstance(trainer, dict) or not isinstance(optim, dict):
+        bad("no trainer or optimizer state")
+    for k in ("epoch", "step", "global_step", "skipped"):
+        if not count(trainer.get(k)):
+            bad(f"trainer state {k!r} is {trainer.get(k)!r}")
+    sums, history = trainer.get("sums"), trainer.get("history")
+    if not isinstance(sums, dict) or not all(isinstance(v, (int, float)) for v in sums.values()):
+        bad("trainer state 'sums' is not a dict of numbers")
+    if not isinstance(history, list) or not all(isinstance(r, dict) for r in history):
+        bad("trainer state 'history' is not a list of records")
+    groups, scalars = optim.get("param_groups"), optim.get("scalars")
+    if not (isinstance(groups, list) and len(groups) == len(opt.param_groups) and all(
+            isinstance(g, dict) and set(g) == set(o) and isinstance(g["params"], list)
+            and len(g["params"]) == len(o["params"]) for g, o in zip(groups, opt.param_groups))):
+        bad("optimizer parameter groups do not match this optimizer")
+    if not all(isinstance(g["lr"], (int, float)) and 0 < g["lr"] < math.inf for g in groups):
+        bad("optimizer learning rate is not a positive number")
+    params = [p for g in opt.param_groups for p in g["params"]]
+    if not isinstance(scalars, dict) or not all(
+            k.split(".", 1)[0].isdigit() and "." in k and int(k.split(".", 1)[0]) < len(params)
+            for k in scalars):
+        bad("optimizer scalars are malformed")
+    keys: dict[str, set] = {}  # parameter id -> the names of its optimizer state
+    for k in [k[6:] for k in tensors if k.startswith("optim.")] + list(scalars):
+        keys.setdefault(k.split(".", 1)[0], set()).add(k.split(".", 1)[-1])
+    if len({frozenset(v) for v in keys.values()}) > 1 or len(keys) not in (0, len(params)):
+        bad("optimizer state is incomplete")
+    rng = [k for k in tensors if k.startswith("rng.")]
+    if not rng or not (rng == ["rng.torch"] or all(k[4:].isdigit() for k in rng)):
+        bad("no RNG state")
+    n_rng = torch.get_rng_state().numel()
+    for key, v in tensors.items():
+        if key.startswith("rng.") and (v.dtype != torch.uint8 or v.ndim != 1 or v.numel() < n_rng):
+            bad(f"{key} is not an RNG state")
+        if key.startswith("optim."):
+            parts = key.split(".", 2)
+            if len(parts) != 3 or not parts[1].isdigit() or int(parts[1]) >= len(params) or (
+                    v.ndim and v.shape != params[int(parts[1])].shape):
+                bad(f"{key} does not fit this model's parameters")
+        if (key.startswith(("optim.", "model.")) and v.is_floating_point()
+                and not bool(torch.isfinite(v).all())):
+            bad(f"{key} holds non-finite values")
+
+
 # ----------------------------------------------------------------------------- run directory
 def prepare_run_dir(out, resume: bool, overwrite: bool, need_bytes: int) -> Path:
     """Create or check the run directory before any training happens."""
     out = Path(out)
     ckpt = out / "checkpoint.safetensors"
+    # Reliability: a kill can leave temporaries (atomic_write's .*.tmp, the write probe)
+    # behind; they are removed and never make a directory count as used.
+    if out.exists() and not out.is_dir():
+        raise TrainingError(f"run directory {out} is a file; choose another --out")
+    stale = [f for f in out.iterdir() if f.name.startswith(".") and f.name.endswith(".tmp")] \
+        if out.is_dir() else []
+    for f in stale:
+        f.unlink(missing_ok=True)
     if resume:
         if not ckpt.exists():
-            raise TrainingError(f"--resume: no checkpoint at {ckpt}; start a new run without --resume")
+            if not (out / "config.json").exists():
+                raise TrainingError(f"--resume: no checkpoint at {ckpt}; start a new run without --resume")
+            # killed before its first checkpoint: nothing to resume, start the run again
+            warnings.warn(f"--resume: no checkpoint in {out} yet (the run stopped during its first "
+                          "epoch); starting it from the beginning")
+            (out / "metrics.jsonl").unlink(missing_ok=True)
     elif out.exists() and any(out.iterdir()):
         if not overwrite:
             raise TrainingError(f"run directory {out} already exists; pass --resume to continue "
                                 "it or --overwrite to replace it")
+        if not any((out / f).exists() for f in ("config.json", "checkpoint.safetensors", "metrics.jsonl")):
+            raise TrainingError(f"--overwrite: {out} is not an aevb run directory (no config.json, "
+                                "checkpoint or metrics); refusing to delete it")
         shutil.rmtree(out)
     try:
         out.mkdir(parents=True, exist_ok=True)
-        probe = out / ".write-test"
-        probe.write_bytes(b"ok")
-        probe.unlink()
+        fd, probe = tempfile.mkstemp(prefix=".write-test.", suffix=".tmp", dir=out)
+        os.close(fd)
+        os.unlink(probe)
     except OSError as e:
         raise TrainingError(f"run directory {out} is not writable ({e.strerror}); choose another "
                             "with --out") from None
@@ -196,6 +275,8 @@ def train(model, dataset, *, epochs: int = 10, batch_size: int = 100, lr: float 
     """
     if epochs < 0 or batch_size < 1 or lr <= 0:
         raise ValueError(f"need epochs >= 0, batch_size >= 1, lr > 0; got {epochs}, {batch_size}, {lr}")
+    if clip_grad is not None and not clip_grad > 0:  # a negative norm would flip the gradients
+        raise ValueError(f"clip_grad must be a positive number or None, got {clip_grad}")
     if tuple(model.input_shape) != tuple(dataset.shape):
         raise TrainingError(f"model expects images of shape {tuple(model.input_shape)} but dataset "
                             f"{dataset.name!r} has {tuple(dataset.shape)}")
@@ -224,7 +305,7 @@ def train(model, dataset, *, epochs: int = 10, batch_size: int = 100, lr: float 
             run.dir = prepare_run_dir(out, resume, overwrite, need_bytes=4 * params + (1 << 20))
         distributed.barrier(ctx)
         run.dir = Path(out)
-        if resume:
+        if resume and (run.dir / "checkpoint.safetensors").exists():
             state = load_checkpoint(run.dir / "checkpoint.safetensors", model, opt, ctx)
             run.history = state.pop("history")
             if ctx.main:
@@ -356,7 +437,7 @@ def _rewrite_metrics(directory: Path, history: list[dict]) -> None:
     """On resume, metrics.jsonl holds exactly the epochs of the checkpoint (a kill between
     writing the metrics line and the checkpoint would otherwise repeat an epoch)."""
     text = "".join(json.dumps(r) + "\n" for r in history)
-    (directory / "metrics.jsonl").write_text(text)
+    atomic_write(directory / "metrics.jsonl", text.encode())  # a kill leaves old or new
 
 
 def _progress(enabled: bool, total: int, initial: int):

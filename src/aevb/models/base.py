@@ -104,8 +104,8 @@ def load(path) -> Model:
         raise CheckpointError(f"{ckpt}: damaged checkpoint (its model config is not a JSON object)")
     try:  # a damaged or foreign config: unknown keys, bad values, impossible sizes
         model = from_config(config)
-    except CheckpointError:
-        raise
+    except CheckpointError as e:  # an unknown model type
+        raise CheckpointError(f"{ckpt}: {e}") from None
     except (TypeError, ValueError, KeyError, RuntimeError) as e:
         raise CheckpointError(f"{ckpt}: its model config does not build a model "
                               f"({type(e).__name__}: {' '.join(str(e).split())})") from None
