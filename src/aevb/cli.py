@@ -302,10 +302,11 @@ def _eval_arguments(p):
     p.add_argument("run", help="run directory")
     p.add_argument("--nll-samples", type=_count, default=5000, metavar="K",
                    help="importance samples per image for log p(x); 0 skips it (default: 5000)")
-    p.add_argument("--limit", type=_count, default=None, metavar="N", help="first N test images only")
+    p.add_argument("--limit", type=_count, default=None, metavar="N",
+                   help="N test images only (a fixed random subset: a test split may be sorted)")
     p.add_argument("--batch-size", type=_count, default=1000, help="images per batch (ELBO, codes)")
-    p.add_argument("--rows", type=_count, default=5000,
-                   help="latent vectors per decoder call while importance sampling (memory)")
+    p.add_argument("--rows", type=_count, default=None,
+                   help="latent vectors per decoder call while importance sampling (default: 2000)")
     p.add_argument("--denoise", type=_rates, default=None, metavar="RATES",
                    help="also the denoising error at these salt-and-pepper rates, e.g. 0.1,0.2,0.3,0.5")
     p.add_argument("--seed", type=int, default=0)
@@ -329,7 +330,8 @@ def cmd_eval(args) -> int:
                desc=f"log p(x), K={args.nll_samples}", dynamic_ncols=True, mininterval=1.0)
     t = time.perf_counter()
     res = evaluation.evaluate(run.model, ds.test, nll_samples=args.nll_samples, limit=args.limit,
-                              batch_size=max(1, args.batch_size), rows=max(1, args.rows),
+                              batch_size=max(1, args.batch_size),
+                              rows=max(1, args.rows or evaluation.DEFAULT_ROWS),
                               seed=args.seed, denoise=args.denoise or (),
                               binarized=run.config.get("binarize", "none") != "none",
                               progress=bar.update)

@@ -124,6 +124,9 @@ def make_figures(model, dataset, out_dir, history=None, kinds=None, fast: bool =
                                           history=history, **opts)
         except NotApplicable as e:
             result[kind] = f"not shown: {e}"
+        except Exception as e:  # one broken figure must not cost the report (or a training run)
+            warnings.warn(f"figure {kind!r} failed: {type(e).__name__}: {e}")
+            result[kind] = f"not shown: drawing it failed ({type(e).__name__}: {e})"
     return result
 
 
@@ -180,6 +183,8 @@ def _numbers_html(ev: dict | None, history: list[dict]) -> str:
             rows.append(["ELBO from the same samples [nats]", ev.get("elbo_is"), None])
             rows.append(["gap log p(x) - ELBO [nats]", ev.get("gap"), ev.get("gap_stderr")])
             rows.append(["effective sample size", ev.get("ess"), None])
+        elif "log_px_skipped" in ev:
+            rows.append(["log p(x)", "not estimated: " + ev["log_px_skipped"], None])
         for key, label in (("bits_per_dim", "bits/dim (log p(x))"), ("bits_per_dim_elbo", "bits/dim (ELBO)")):
             if key in ev:
                 rows.append([label, ev[key], None])
