@@ -414,6 +414,8 @@ def evaluate(model, split, *, nll_samples: int = 5000, limit: int | None = None,
     x, y = split.x, split.y
     d = math.prod(x.shape[1:])
     res: dict = {"n": len(split), "seconds": {}}
+    if getattr(model, "num_classes", 0):
+        res["conditional"] = True  # a conditional model: log p(x|y), the ELBO of p(x|y)
     t = time.perf_counter()
     for k, v in elbo_stats(model, split, batch_size, seed).items():
         res[k], res[f"{k}_stderr"] = v["mean"], v["stderr"]
@@ -463,7 +465,8 @@ def format_table(res: dict) -> str:
         if pm(key):
             rows.append((label + " [nats]", pm(key)))
     if "log_px" in res:
-        rows.append((f"log p(x), IS K={res['nll_samples']} [nats]", pm("log_px")))
+        px = "log p(x|y)" if res.get("conditional") else "log p(x)"
+        rows.append((f"{px}, IS K={res['nll_samples']} [nats]", pm("log_px")))
         rows.append(("ELBO from the same samples", f"{res['elbo_is']:10.3f}"))
         rows.append(("gap log p(x) - ELBO", pm("gap")))
         rows.append(("effective sample size", f"{res['ess']:10.1f}"))

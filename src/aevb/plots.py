@@ -284,8 +284,11 @@ def latent(model, split, path, n: int = 2000, tsne: bool = True, seed: int = 0) 
 
 
 def _tsne(m: np.ndarray, seed: int) -> np.ndarray:
+    """2-D t-SNE of the rows of m: Barnes-Hut, or the exact gradient for a few hundred points
+    (as fast there, and more accurate)."""
     from sklearn.manifold import TSNE
     return TSNE(2, perplexity=min(30.0, max(2.0, (len(m) - 1) / 3)), init="pca",
+                method="exact" if len(m) <= 300 else "barnes_hut",
                 random_state=seed).fit_transform(m)
 
 

@@ -178,7 +178,8 @@ def _numbers_html(ev: dict | None, history: list[dict]) -> str:
             if key in ev:
                 rows.append([f"{label} [nats]", ev[key], ev.get(f"{key}_stderr")])
         if "log_px" in ev:
-            rows.append([f"log p(x), importance sampled, K = {ev['nll_samples']} [nats]",
+            px = "log p(x|y)" if ev.get("conditional") else "log p(x)"
+            rows.append([f"{px}, importance sampled, K = {ev['nll_samples']} [nats]",
                          ev["log_px"], ev.get("log_px_stderr")])
             rows.append(["ELBO from the same samples [nats]", ev.get("elbo_is"), None])
             rows.append(["gap log p(x) - ELBO [nats]", ev.get("gap"), ev.get("gap_stderr")])
