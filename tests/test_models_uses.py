@@ -127,6 +127,26 @@ def test_roc_auc():
         uses.held_out_classes_auc(torch.ones(3), torch.tensor([1, 1, 1]), [9])
 
 
+def test_pixel_background_is_a_distribution():
+    bg = uses.PixelBackground.fit(torch.tensor([[[[0.0]]], [[[1.0]]], [[[1.0]]]]))
+    assert bg.binary
+    both = bg.log_prob(torch.tensor([[[[0.0]]], [[[1.0]]]])).exp()
+    assert torch.allclose(both, torch.tensor([1 / 3, 2 / 3]))
+    gray = uses.PixelBackground.fit(torch.rand(50, 1, 2, 1))
+    assert not gray.binary
+    levels = torch.arange(256.0) / 255
+    x = torch.stack([levels, torch.zeros(256)], 1).view(256, 1, 2, 1)   # pixel 2 fixed
+    # summed over pixel 1's levels, p(x) leaves p(pixel 2 = 0)
+    assert abs(float(gray.log_prob(x).exp().sum() / gray.table[0, 1, 0, 0].exp()) - 1) < 1e-5
+
+
+def test_likelihood_ratio_scores(digits, vae):
+    x = digits.test.x[:10]
+    s = uses.anomaly_scores(vae, x, samples=5)
+    bg = uses.PixelBackground.fit(digits.train.x)
+    assert torch.allclose(uses.likelihood_ratio_scores(s, x, bg), s + bg.log_prob(x))
+
+
 def test_inverted_digits_are_anomalous(digits, vae):
     x = digits.test.x[:150]
     normal = uses.anomaly_scores(vae, x[:75], samples=20)
@@ -200,6 +220,10 @@ def test_score_command(runs, tmp_path, capsys):
     assert res["reference"] == "digits" and res["auc"] > 0.5
     assert main(["score", str(runs / "ae"), "--samples", "5", "-o", str(tmp_path / "s3.csv")]) == 0
     assert "enc(x)" in last_json(capsys)["score"]
+    assert main(["score", str(runs / "vae"), "--anomaly-classes", "9", "--samples", "5", "--ratio",
+                 "-o", str(tmp_path / "s4.csv")]) == 0
+    res = last_json(capsys)
+    assert "p_background" in res["score"] and 0 <= res["auc"] <= 1
 
 
 def test_impute_command(runs, tmp_path, capsys):

@@ -195,6 +195,10 @@ def _score_arguments(p):
                         "own test split when IMAGES is another dataset; 'none' for no AUC)")
     p.add_argument("--anomaly-classes", default=None, metavar="LIST",
                    help="ROC-AUC of images of these classes (e.g. 9 or 8,9) against the other images")
+    p.add_argument("--ratio", action="store_true",
+                   help="score -log p(x) + log p_background(x), a likelihood ratio against "
+                        "independent pixels fitted to the run's training images (corrects the "
+                        "bias of raw likelihoods towards simple images)")
 
 
 @command("score", "anomaly score per image (-log p(x), importance-sampled) and ROC-AUC")
@@ -204,8 +208,15 @@ def cmd_score(args) -> int:
     from . import uses
     model, cfg, spec, split = _run_images(args)
     scores = uses.anomaly_scores(model, split.x, samples=args.samples, seed=args.seed)
+    background = None
+    if args.ratio:
+        if cfg is None:
+            raise config_mod.ConfigError("--ratio needs the run's training images: pass a run directory")
+        background = uses.PixelBackground.fit(uses.load_images(cfg.dataset, cfg, "train").x)
+        scores = uses.likelihood_ratio_scores(scores, split.x, background)
+    name = "-log p(x)" if hasattr(model, "prior") else "-log p(x|enc(x))"
     out = {"images": spec, "split": args.split, "n": len(scores), "samples": args.samples,
-           "score": "-log p(x) (nats)" if hasattr(model, "prior") else "-log p(x|enc(x)) (nats)",
+           "score": f"{name} + log p_background(x) (nats)" if args.ratio else f"{name} (nats)",
            "mean_score": float(scores.mean()), "median_score": float(scores.median())}
     if args.anomaly_classes:
         if split.y is None:
@@ -222,6 +233,8 @@ def cmd_score(args) -> int:
         ref = uses.load_images(reference, cfg, "test", args.data_dir if args.images is None else None,
                                args.limit)
         ref_scores = uses.anomaly_scores(model, ref.x, samples=args.samples, seed=args.seed)
+        if background is not None:
+            ref_scores = uses.likelihood_ratio_scores(ref_scores, ref.x, background)
         out.update(reference=reference, n_reference=len(ref_scores),
                    mean_score_reference=float(ref_scores.mean()),
                    auc=uses.roc_auc(ref_scores, scores))
