@@ -160,3 +160,18 @@ def test_elbo_terms_are_deterministic_and_leave_global_rng_alone():
     assert torch.equal(state, torch.get_rng_state())
     assert a == elbo_terms(model, ds.test)
     assert a["elbo"] == pytest.approx(a["rec"] - a["kl"], abs=1e-3)
+
+
+def test_onednn_linear_matches_torch_linear_forward_and_backward():
+    from aevb.nets.linear import Linear
+    layer, ref = Linear(50, 30), torch.nn.Linear(50, 30)
+    ref.load_state_dict(layer.state_dict())
+    x = torch.randn(16, 50, requires_grad=True)
+    x2 = x.detach().clone().requires_grad_()
+    (layer(x) ** 2).sum().backward()
+    (ref(x2) ** 2).sum().backward()
+    assert torch.allclose(layer(x), ref(x2), atol=1e-5)
+    assert torch.allclose(x.grad, x2.grad, atol=1e-4)
+    assert torch.allclose(layer.weight.grad, ref.weight.grad, atol=1e-4)
+    assert torch.allclose(layer.bias.grad, ref.bias.grad, atol=1e-4)
+    assert layer(torch.randn(3, 4, 50)).shape == (3, 4, 30)  # other shapes: plain F.linear

@@ -57,9 +57,11 @@ class Run:
 
 
 def make_optimizer(name: str, params, lr: float) -> torch.optim.Optimizer:
+    """Adam / AdamW use the fused kernel (one pass over the parameters per step; measured
+    faster on CPU, benchmarks/README.md), the others the multi-tensor (foreach) one."""
     if name not in OPTIMIZERS:
         raise ValueError(f"unknown optimizer {name!r}; choose one of {sorted(OPTIMIZERS)}")
-    kw = {"foreach": True} if name != "sgd" else {}
+    kw = {"fused": True} if name in ("adam", "adamw") else {"foreach": True}
     return OPTIMIZERS[name](params, lr=lr, **kw)
 
 

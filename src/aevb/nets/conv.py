@@ -14,6 +14,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from .linear import Linear
+
 from .mlp import activation
 
 
@@ -47,7 +49,7 @@ class ConvEncoder(nn.Module):
         self.features = nn.Sequential(*layers)
         self.feature_shape = (chans[-1] if n else c, h >> n, w >> n)
         feat = self.feature_shape[0] * self.feature_shape[1] * self.feature_shape[2]
-        self.head = nn.Linear(feat + cond_dim, out_features)
+        self.head = Linear(feat + cond_dim, out_features)
 
     def forward(self, x: Tensor, cond: Tensor | None = None) -> Tensor:
         h = self.features(x).flatten(1)
@@ -65,7 +67,7 @@ class ConvDecoder(nn.Module):
         n = levels(h, w)
         chans = channels(hidden, n)
         self.start = (chans[-1] if n else out_channels, h >> n, w >> n)
-        self.head = nn.Sequential(nn.Linear(in_features, self.start[0] * self.start[1] * self.start[2]),
+        self.head = nn.Sequential(Linear(in_features, self.start[0] * self.start[1] * self.start[2]),
                                   *([activation(act)] if n else []))
         layers: list[nn.Module] = []
         rev = list(reversed(chans))

@@ -6,6 +6,8 @@ import math
 import torch
 from torch import Tensor, nn
 
+from .linear import Linear
+
 ACTIVATIONS = {"relu": nn.ReLU, "tanh": nn.Tanh, "elu": nn.ELU, "gelu": nn.GELU,
                "softplus": nn.Softplus, "leaky_relu": nn.LeakyReLU, "sigmoid": nn.Sigmoid}
 
@@ -20,7 +22,7 @@ def mlp(sizes: list[int], act: str) -> nn.Sequential:
     """Linear layers of the given sizes with `act` between them (none after the last)."""
     layers: list[nn.Module] = []
     for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:])):
-        layers.append(nn.Linear(a, b))
+        layers.append(Linear(a, b))
         if i < len(sizes) - 2:
             layers.append(activation(act))
     return nn.Sequential(*layers)

@@ -1,0 +1,69 @@
+"""`Linear`: nn.Linear whose CPU float32 matmuls run in oneDNN rather than the default BLAS.
+
+Why: on the AMD EPYC machines we measured, MKL's sgemm reaches about half of oneDNN's rate
+at a VAE's shapes (benchmarks/README.md), and matmuls are most of a training step. The
+layer is an ordinary nn.Linear (same parameters, same state dict); it falls back to
+F.linear on GPU, for other dtypes or shapes, under autocast, or with AEVB_ONEDNN=0.
+
+    forward  y = x W^T + b
+    backward dx = g W,  dW = g^T x,  db = sum_n g_n
+"""
+from __future__ import annotations
+
+import os
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+_OK: bool | None = None
+
+
+def onednn_ok() -> bool:
+    """Whether oneDNN's linear exists here and agrees with F.linear (checked once)."""
+    global _OK
+    if _OK is None:
+        _OK = False
+        if os.environ.get("AEVB_ONEDNN", "1") != "0" and torch.backends.mkldnn.is_available():
+            try:
+                g = torch.Generator().manual_seed(0)
+                x, w, b = (torch.randn(s, generator=g) for s in ((7, 5), (3, 5), (3,)))
+                with torch.no_grad():
+                    got = torch.ops.mkldnn._linear_pointwise(x, w, b, "none", [], "")
+                _OK = bool(torch.allclose(got, F.linear(x, w, b), atol=1e-5))
+            except (AttributeError, RuntimeError, NotImplementedError):
+                pass
+    return _OK
+
+
+def _mm(a: Tensor, w: Tensor, b: Tensor | None = None) -> Tensor:
+    """a @ w^T (+ b) in oneDNN."""
+    return torch.ops.mkldnn._linear_pointwise(a, w, b, "none", [], "")
+
+
+class _OneDNNLinear(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x, weight, bias):
+        ctx.save_for_backward(x, weight)
+        ctx.has_bias = bias is not None
+        return _mm(x.contiguous(), weight, bias)
+
+    @staticmethod
+    def backward(ctx, g):
+        x, weight = ctx.saved_tensors
+        g = g.contiguous()
+        gx = _mm(g, weight.t().contiguous()) if ctx.needs_input_grad[0] else None
+        gw = _mm(g.t().contiguous(), x.t().contiguous()) if ctx.needs_input_grad[1] else None
+        gb = g.sum(0) if ctx.has_bias and ctx.needs_input_grad[2] else None
+        return gx, gw, gb
+
+
+class Linear(nn.Linear):
+    """nn.Linear, computed by oneDNN for 2-D float32 CPU inputs (see the module docstring)."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        if (x.dim() == 2 and x.dtype == torch.float32 and x.device.type == "cpu"
+                and self.weight.dtype == torch.float32 and not torch.is_autocast_enabled("cpu")
+                and onednn_ok()):
+            return _OneDNNLinear.apply(x, self.weight, self.bias)
+        return F.linear(x, self.weight, self.bias)
