@@ -10,7 +10,25 @@ official test images, evaluate on 5,000 official training images; ../shared/data
     python benchmarks/models.py gmm      [--epochs 10]   # AE + GMM and VAE + GMM sampling
 
 Every experiment prints one JSON line per measurement (nats per example; test split).
-Short runs, 2 CPU threads: numbers compare variants trained alike, not papers.
+Short runs: numbers compare variants trained alike, not papers. Measured with --threads 1
+(torch 2.13 CPU, shared 2-core machine); log p(x): 100 importance samples, 1000 test images:
+
+  binary (64 bits, 784-400-400, Adam 1e-3, 20 epochs)   test ELBO    log p(x)
+    REINFORCE, no baseline                               -193.6      -180.2   (noisy curve)
+    REINFORCE, moving average                            -166.2      -153.2
+    REINFORCE, moving average + learned MLP b(x)         -156.9      -145.5
+    straight-through Gumbel (T = 0.5)                    -138.6      -126.8
+  variance (trace of the encoder-gradient covariance, batch of 100, 100 draws; --threads 2)
+    epoch 1:  none 5.18e5   mean 4.01e4   learned 4.34e4
+    epoch 5:  none 7.30e5   mean 3.51e4   learned 2.01e4
+  conv (latent 20, 10 epochs): MLP 784-400-400 -121.4 (log p(x) -116.5);
+                               conv [32, 64]   -107.6 (log p(x) -101.8)
+  iwae (10 epochs): ELBO training: ELBO -121.4, log p(x) -116.5; IWAE K=5: -124.8, -114.3
+  auc (train on the other 9 digits; -log p(x) / likelihood ratio to a pixel background):
+    held out 9: VAE 0.53 / 0.72   1: 0.13 / 0.59   0: 0.91 / 0.36   7: 0.63 / 0.64
+    MNIST vs inverted MNIST: 1.00; vs Bernoulli noise: 1.00
+  impute (top-half, 100 iterations, MSE on missing binarized pixels; mean image 0.080):
+    pseudo-Gibbs 0.075, Metropolis-within-Gibbs 0.081 (acceptance 6%)
 """
 from __future__ import annotations
 
