@@ -178,16 +178,6 @@ def test_chunking_does_not_change_the_estimate(num_classes):
     assert torch.equal(torch.rand(1), before)
 
 
-def test_onednn_linear_gives_the_same_numbers():
-    model = VAE(input_shape=(1, 6, 6), latent_dim=4, hidden=[32, 16]).eval()
-    x = torch.bernoulli(torch.rand(5, 1, 6, 6))
-    a = ev.importance_sampling(model, x, samples=200, fast_linear=True)
-    b = ev.importance_sampling(model, x, samples=200, fast_linear=False)
-    assert torch.allclose(a["log_px"], b["log_px"], atol=1e-3)
-    # the patch is undone
-    assert all("forward" not in vars(m) for m in model.modules())
-
-
 def test_active_units_count_only_units_that_vary(general):
     W, b = general
     model = ppca_vae(W, b)

@@ -21,14 +21,12 @@ data), plus 0 for a discrete likelihood. Standard errors are over examples: std 
 """
 from __future__ import annotations
 
-import contextlib
 import math
 import time
-import types
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor, nn
+from torch import Tensor
 from torch.distributions import Bernoulli, Independent, Normal
 
 from .objectives import iwae_bound, log_weights
@@ -103,7 +101,7 @@ def _mean_stderr(v: Tensor) -> dict:
 @torch.inference_mode()
 def importance_sampling(model, x: Tensor, y: Tensor | None = None, samples: int = 5000, *,
                         rows: int = DEFAULT_ROWS, batch_size: int | None = None, seed: int = 0,
-                        fast_linear: bool = True, progress=None) -> dict[str, Tensor]:
+                        progress=None) -> dict[str, Tensor]:
     """Importance-sampled log-likelihood of each example (Burda et al. 2016, eq. 10), with
     the encoder's q(z|x) as the proposal:
 
@@ -116,9 +114,8 @@ def importance_sampling(model, x: Tensor, y: Tensor | None = None, samples: int 
     `batch_size` examples are drawn at once (default: as many examples as fit `rows`, at
     least one), and the decoder sees about `rows` latent vectors per call. Binary
     (Bernoulli) and Gaussian likelihoods are scored without copying the image once per
-    sample. Sampling noise comes from `seed`; the global RNG is left as it was. `fast_linear` runs the model's linear layers through oneDNN, which on
-    AMD CPUs is about twice as fast as the default BLAS for these shapes (same results to
-    float32 rounding).
+    sample. Sampling noise comes from `seed`; the global RNG is left as it was. `progress`,
+    if given, is called with the number of examples done after each batch.
 
     Returns per-example tensors (N,), float64:
       "log_px": the estimate of log p(x);
@@ -134,9 +131,8 @@ def importance_sampling(model, x: Tensor, y: Tensor | None = None, samples: int 
     out = {"log_px": [], "elbo": [], "ess": []}
     was_training = model.training
     model.eval()
-    ctx = onednn_linear(model) if fast_linear else contextlib.nullcontext()
     try:
-        with ctx, torch.random.fork_rng(devices=[]):
+        with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
             device = next(model.parameters()).device
             for s in _batches(n, batch_size):
@@ -233,55 +229,6 @@ def _log_px_given_z(p, x: Tensor, k: int) -> Tensor:
         return -0.5 * sq - scale.log().sum(2) - 0.5 * event * math.log(2 * math.pi)
     xk = x.repeat_interleave(k, 0)
     return p.log_prob(xk).reshape(b, k)
-
-
-class _OneDNNLinear:
-    """forward of an nn.Linear through oneDNN (mkldnn) for 2-D float32 CPU inputs."""
-
-    def __init__(self, module: nn.Linear):
-        self.m = module
-
-    def __call__(self, x: Tensor) -> Tensor:
-        m = self.m
-        if x.dim() == 2 and x.dtype == torch.float32 and x.device.type == "cpu" and \
-                m.weight.dtype == torch.float32:
-            return torch.ops.mkldnn._linear_pointwise(x.contiguous(), m.weight, m.bias, "none", [], "")
-        return F.linear(x, m.weight, m.bias)
-
-
-_ONEDNN_OK: bool | None = None
-
-
-def _onednn_available() -> bool:
-    """Whether oneDNN's linear runs here and agrees with F.linear (checked once)."""
-    global _ONEDNN_OK
-    if _ONEDNN_OK is None:
-        try:
-            with torch.inference_mode():
-                g = torch.Generator().manual_seed(0)
-                x, w, b = (torch.randn(s, generator=g) for s in ((7, 5), (3, 5), (3,)))
-                got = torch.ops.mkldnn._linear_pointwise(x, w, b, "none", [], "")
-                _ONEDNN_OK = bool(torch.allclose(got, F.linear(x, w, b), atol=1e-5))
-        except (AttributeError, RuntimeError, NotImplementedError):
-            _ONEDNN_OK = False
-    return _ONEDNN_OK
-
-
-@contextlib.contextmanager
-def onednn_linear(model: nn.Module):
-    """Within the block, the model's nn.Linear layers compute with oneDNN (inference only;
-    gradients are not supported). A no-op where oneDNN is unavailable."""
-    if not torch.backends.mkldnn.is_available() or not _onednn_available():
-        yield model
-        return
-    patched = [m for m in model.modules() if type(m) is nn.Linear and "forward" not in vars(m)]
-    for m in patched:
-        m.forward = types.MethodType(lambda self, x: _OneDNNLinear(self)(x), m)
-    try:
-        yield model
-    finally:
-        for m in patched:
-            del m.forward
 
 
 # ----------------------------------------------------------------------------- latents
@@ -495,4 +442,4 @@ def format_table(res: dict) -> str:
 
 __all__ = ["elbo_terms", "elbo_stats", "importance_sampling", "log_likelihood", "iwae_bound",
            "log_weights", "active_units", "posterior_means", "denoising", "evaluate",
-           "format_table", "bits_per_dim", "onednn_linear", "subset", "NotApplicable"]
+           "format_table", "bits_per_dim", "subset", "NotApplicable"]
