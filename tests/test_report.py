@@ -109,6 +109,7 @@ def test_sweep_trains_one_run_per_value_and_plots_them(tmp_path, capsys):
     for d in ("latent_dim-2", "latent_dim-3"):
         cfg = json.loads((out / d / "config.json").read_text())
         assert cfg["hidden"] == [16] and cfg["model_config"]["latent_dim"] == int(d[-1])
+    assert (out / "latent_dim-3" / "report.html").exists()
     img = mpimg.imread(str(out / "samples.png"))
     assert img[..., :3].std() > 0.05
     capsys.readouterr()

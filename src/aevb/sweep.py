@@ -67,7 +67,8 @@ def sweep(config, key: str, values, out, overrides: dict | None = None, progress
           overwrite: bool = False, figure: bool = True, log=print) -> dict:
     """Train one run per value of config key `key` (the rest from the YAML file `config`,
     or defaults, and `overrides`), into OUT/<key>-<value>; write OUT/sweep.json and, if
-    `figure`, OUT/samples.png (`plots.latent_sweep`). Returns the sweep.json content."""
+    `figure`, each run's report.html and OUT/samples.png (`plots.latent_sweep`). Returns
+    the sweep.json content."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     overrides = {k: v for k, v in (overrides or {}).items() if v is not None and k != key}
@@ -80,9 +81,12 @@ def sweep(config, key: str, values, out, overrides: dict | None = None, progress
         else:
             resume = not overwrite and (d / "checkpoint.safetensors").exists()
             log(f"{key} = {_label(value)}: {'resuming' if resume else 'training'} in {d}")
-            run, _ = train_config(cfg, progress=progress, overwrite=overwrite, resume=resume)
+            run, ds = train_config(cfg, progress=progress, overwrite=overwrite, resume=resume)
             if run.stopped:
                 raise KeyboardInterrupt
+            if figure:  # each run gets its report, as after `aevb train`
+                from .report import write_report
+                write_report(d, model=run.model, dataset=ds, fast=True)
         runs.append({"value": value, "dir": d.name})
     info = {"key": key, "values": list(values), "runs": runs}
     (out / "sweep.json").write_text(json.dumps(info, indent=2) + "\n")
