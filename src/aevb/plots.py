@@ -140,10 +140,6 @@ def _draw_latents(model, n: int) -> torch.Tensor | None:
     return None
 
 
-def _decode(model, z, y=None):
-    return model.decode(z, y)
-
-
 def _eval(model):
     was = model.training
     model.eval()
@@ -166,7 +162,7 @@ def samples(model, path, n: int = 64, seed: int = 0, nrow: int | None = None) ->
             z = _draw_latents(model, n)
             if z is None:
                 return save_grid(path, model.sample(n), nrow, "samples (decoder means)")
-            p = _decode(model, z, y)
+            p = model.decode(z, y)
         panels = [("decoder means E[x|z], z ~ p(z)", _mean(p), nrow)]
         lik = getattr(model, "likelihood", None)
         if lik is not None and hasattr(lik, "mode") and not torch.is_tensor(p):
@@ -228,7 +224,7 @@ def manifold(model, path, n: int = 20, dims=(0, 1), label: int | None = None) ->
         device, dtype = _where(model)
         z = manifold_grid(n, (i, j), d).to(device, dtype)
         y = _labels_for(model, n * n, 0 if label is None else label)
-        x = _mean(_decode(model, z, y))
+        x = _mean(model.decode(z, y))
     finally:
         model.train(was)
     title = "learned manifold" + ("" if d == 2 else f" (dims {i}, {j}; others 0)") + \
@@ -326,7 +322,7 @@ def interpolate(model, split, path, pairs: int = 8, steps: int = 10, seed: int =
         z = z.reshape(pairs * steps, -1)
         y = None if a.y is None or not getattr(model, "num_classes", 0) else \
             a.y.repeat_interleave(steps)  # a conditional model keeps the first image's class
-        x = _mean(_decode(model, z, y)).reshape(pairs, steps, *a.x.shape[1:])
+        x = _mean(model.decode(z, y)).reshape(pairs, steps, *a.x.shape[1:])
     finally:
         model.train(was)
     rows = torch.cat([a.x[:, None], x, b.x[:, None]], 1).reshape(-1, *a.x.shape[1:])
@@ -386,7 +382,7 @@ def latent_sweep(models, path, n: int = 100, seed: int = 0, title: str | None = 
                 torch.manual_seed(seed)
                 z = _draw_latents(model, n)
                 y = _labels_for(model, n)
-                x = model.sample(n) if z is None else _mean(_decode(model, z, y))
+                x = model.sample(n) if z is None else _mean(model.decode(z, y))
         finally:
             model.train(was)
         panels.append((str(label), x, None))
