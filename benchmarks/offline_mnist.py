@@ -12,10 +12,10 @@ import argparse
 import time
 from pathlib import Path
 
-import torch
-
-from aevb import VAE, data, train
+from aevb import VAE, data, train  # first, so that aevb's thread default applies
 from aevb.evaluation import elbo_terms
+
+import torch  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 

@@ -29,8 +29,9 @@ What is measured (details in benchmarks/README.md):
 
 Every measurement records the load average and the share of the CPUs that other
 processes used while it ran: numbers taken on a busy machine are marked as such.
-Subprocesses get OMP_WAIT_POLICY=PASSIVE (aevb's default, set at import) unless the
-variable is set, peers included, so that the comparison is between the programs.
+Subprocesses get GOMP_SPINCOUNT=1000 (aevb's thread default, set at import) unless
+OMP_WAIT_POLICY or GOMP_SPINCOUNT is set, peers included, so that the comparison is between
+the programs. Thread settings themselves are compared by benchmarks/threads.py.
 """
 from __future__ import annotations
 
@@ -107,7 +108,8 @@ def _own_cpu() -> float:
 
 def worker_env(extra: dict | None = None) -> dict:
     env = dict(os.environ)
-    env.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    if "OMP_WAIT_POLICY" not in env and "GOMP_SPINCOUNT" not in env:
+        env["GOMP_SPINCOUNT"] = "1000"
     env.update(extra or {})
     return env
 
@@ -156,7 +158,7 @@ def median(xs):
 # ============================================================================ worker side
 def _setup(spec):
     import torch
-    import aevb  # noqa: F401  (sets OMP_WAIT_POLICY if unset; already set by the parent)
+    import aevb  # noqa: F401  (thread default; already set by the parent)
     if spec.get("threads"):
         torch.set_num_threads(int(spec["threads"]))
     # The first optimizer a process creates imports torch._dynamo (1-2 s): a one-time cost
@@ -583,7 +585,8 @@ def worker_main(kind: str, spec: dict) -> None:
 def machine_info() -> dict:
     info = {"python": platform.python_version(), "platform": platform.platform(),
             "cpus": os.cpu_count(), "loadavg_at_start": [round(v, 2) for v in os.getloadavg()],
-            "OMP_WAIT_POLICY": worker_env()["OMP_WAIT_POLICY"]}
+            "threads_env": {k: v for k, v in worker_env().items()
+                            if k in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT", "OMP_NUM_THREADS")}}
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             if line.startswith("model name"):
@@ -651,7 +654,7 @@ def main(argv=None):
         "limit": limit, "threads": args.threads}, "notes": []}
     say = lambda *a: print(*a, flush=True)  # noqa: E731
     say(f"# aevb speed  ({out['machine'].get('cpu', '?')}, {out['machine']['cpus']} CPUs, torch "
-        f"{out['machine'].get('torch', '?')}, OMP_WAIT_POLICY={out['machine']['OMP_WAIT_POLICY']}, "
+        f"{out['machine'].get('torch', '?')}, threads env {out['machine']['threads_env']}, "
         f"load {out['machine']['loadavg_at_start']}){'  [QUICK: tiny settings]' if q else ''}")
 
     # -- machine rate
@@ -754,31 +757,9 @@ def main(argv=None):
         for name in ("adam_fused", "compile", "threads", "bf16", "bernoulli", "grad_norm", "onednn_train"):
             r = run_worker("ab", {**base, "experiment": name, "rounds": rounds})
             out["tried"].append(r)
-        # OMP_WAIT_POLICY must be set before torch is imported: one process per measurement
-        ips = {"PASSIVE": [], "ACTIVE": []}
-        runs = []
-        for rr in range(max(2, rounds // 2) if not q else 1):
-            for pol in (("PASSIVE", "ACTIVE") if rr % 2 == 0 else ("ACTIVE", "PASSIVE")):
-                r = run_worker("train", {**base, "net": "mlp", "hidden": [400, 400], "batch_size": 100,
-                                         "epochs": 2 if q else 3}, env_extra={"OMP_WAIT_POLICY": pol})
-                runs.append(r)
-                if "images_per_s" in r:
-                    ips[pol].append(r["images_per_s"])
-        omp = {"experiment": "omp_wait_policy", "a": "OMP_WAIT_POLICY=PASSIVE [library default]",
-               "b": "OMP_WAIT_POLICY=ACTIVE (OpenMP default)", "a_images_per_s": ips["PASSIVE"],
-               "b_images_per_s": ips["ACTIVE"], "a_median": median(ips["PASSIVE"]),
-               "b_median": median(ips["ACTIVE"]),
-               "contention": {"busy": any(r.get("contention", {}).get("busy") for r in runs),
-                              "load_before": runs[0].get("contention", {}).get("load_before"),
-                              "load_after": runs[-1].get("contention", {}).get("load_after"),
-                              "others_cpu_share": median([r["contention"]["others_cpu_share"] for r in runs
-                                                          if "others_cpu_share" in r.get("contention", {})])}}
-        if omp["a_median"] and omp["b_median"]:
-            omp["ratio_b_over_a"] = omp["b_median"] / omp["a_median"]
-        out["tried"].append(omp)
         n, k = (10, 500) if q else (100, 5000)
         out["tried"].append(run_worker("ab_eval", {**base, "n": n, "samples": k, "rounds": max(3, rounds // 2)}))
-        say(f"\n## What we tried (MLP 784-400-400-20, batch 100; medians of interleaved runs, images/s)")
+        say("\n## What we tried (MLP 784-400-400-20, batch 100; medians of interleaved runs, images/s)")
         say(f"{'change (B) vs library (A)':<58}{'A':>9}{'B':>9}{'B/A':>7}{'ELBO A':>9}{'ELBO B':>9}")
         for r in out["tried"]:
             if "a_median" not in r or r.get("a_median") is None:

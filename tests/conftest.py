@@ -22,3 +22,14 @@ def mnist_dir() -> Path:
 @pytest.fixture(autouse=True)
 def _seed():
     torch.manual_seed(0)
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _one_thread():
+    """One intra-op thread in the test process: the tests' tiny nets gain nothing from two,
+    and on a busy 2-core machine two threads per process make every step many times slower.
+    Subprocesses (CLI, torchrun) keep the library's own default."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)

@@ -4,7 +4,7 @@ import math
 
 import pytest
 import torch
-from torch.distributions import Independent, MultivariateNormal, Normal, kl_divergence
+from torch.distributions import MultivariateNormal, kl_divergence
 
 from aevb import VAE, data
 from aevb.distributions import BernoulliLikelihood, DiagonalGaussian, GaussianLikelihood

@@ -1,7 +1,6 @@
 """folder:PATH datasets on tiny trees of PNGs generated here."""
 import os
 import time
-import warnings
 
 import numpy as np
 import pytest

@@ -12,13 +12,6 @@ from aevb.models import Autoencoder, VAE
 from aevb.samplers import GMMSampler, codes
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
 
 @pytest.fixture(scope="module")
 def trained():

@@ -15,13 +15,6 @@ from aevb.evaluation import log_likelihood
 from aevb.models import Autoencoder, VAE
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
 
 @pytest.fixture(scope="module")
 def digits():

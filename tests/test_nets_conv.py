@@ -10,13 +10,6 @@ from aevb.models import VAE
 from aevb.nets.conv import channels, levels
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
 
 @pytest.mark.parametrize("size,expected", [(28, 2), (32, 3), (64, 4), (128, 5), (8, 1), (7, 0), (30, 1)])
 def test_levels_halve_to_a_small_map(size, expected):

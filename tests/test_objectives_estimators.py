@@ -17,14 +17,6 @@ from aevb.objectives import elbo, iwae_terms, score_function_elbo, straight_thro
 BITS = 3
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny models: one thread is faster than two and does not fight other processes."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
 
 def tiny(baseline="mean", estimator="reinforce", seed=1):
     torch.manual_seed(seed)

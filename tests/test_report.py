@@ -121,6 +121,17 @@ def test_sweep_trains_one_run_per_value_and_plots_them(tmp_path, capsys):
     assert (tmp_path / "s.png").exists()
 
 
+def test_beta_sweep_plots_the_reconstruction_kl_tradeoff(tmp_path):
+    out = tmp_path / "sweep"
+    assert cli.main(["sweep", "--beta", "0.5,4", "--dataset", "digits", "--epochs", "3", "--set",
+                     "hidden=32", "--set", "latent_dim=4", "--out", str(out), "--no-progress"]) == 0
+    last = {b: json.loads((out / f"beta-{b}" / "metrics.jsonl").read_text().splitlines()[-1])
+            for b in ("0.5", "4")}
+    assert last["4"]["test_kl"] < last["0.5"]["test_kl"]      # a larger beta buys a smaller KL
+    assert last["4"]["test_rec"] < last["0.5"]["test_rec"]    # with a worse reconstruction
+    assert mpimg.imread(str(out / "tradeoff.png"))[..., :3].std() > 0.05
+
+
 def test_sweep_refuses_bad_requests(tmp_path, capsys):
     assert cli.main(["sweep", "--out", str(tmp_path)]) == 2
     assert "exactly one sweep" in capsys.readouterr().err

@@ -48,7 +48,6 @@ def _default(f):
 
 @command("train", "train a model (YAML config and/or flags)")
 def cmd_train(args) -> int:
-    from .training import train
     overrides = {k: getattr(args, k) for k in config_mod.FIELDS}
     source = args.config
     if source is None and args.resume and args.out:  # resuming needs only --out
@@ -57,13 +56,8 @@ def cmd_train(args) -> int:
     name = Path(args.config).stem if args.config else \
         f"{cfg.dataset.replace(':', '-').replace('/', '-')}-{cfg.model}-z{cfg.latent_dim}"
     cfg.out = cfg.out or str(Path("runs") / name)
-    ds = config_mod.load_dataset(cfg)
-    model = config_mod.build_model(cfg, ds)
-    run = train(model, ds, epochs=cfg.epochs, batch_size=cfg.batch_size, lr=cfg.lr,
-                optimizer=cfg.optimizer, seed=cfg.seed, clip_grad=cfg.clip_grad,
-                warmup_epochs=cfg.warmup_epochs, noise=cfg.noise, out=cfg.out,
-                resume=args.resume, overwrite=args.overwrite, config=cfg.to_dict(),
-                progress=not args.no_progress, device=cfg.device, precision=cfg.precision)
+    run, ds = config_mod.train_config(cfg, progress=not args.no_progress, overwrite=args.overwrite,
+                                      resume=args.resume)
     if run.stopped:
         print(f"stopped by signal; checkpoint saved. Continue with: aevb train --resume --out {cfg.out}")
         return 130
@@ -155,20 +149,13 @@ def _sample_special(args, model) -> int:
     return 0
 
 
-def _at_least_one(text: str) -> int:
-    n = int(text)
-    if n < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text}")
-    return n
-
-
 def _images_arguments(p, default_out: str) -> None:
     p.add_argument("run", help="run directory or checkpoint")
     p.add_argument("images", nargs="?", default=None,
                    help="dataset name (aevb datasets) or image file (.npz, IDX); default: the run's dataset")
     p.add_argument("--split", default="test", help="split of a dataset: test (default) or train")
     p.add_argument("--data-dir", default=None, help="read the dataset's files from here")
-    p.add_argument("--limit", type=_at_least_one, default=None, help="use only the first N images")
+    p.add_argument("--limit", type=_positive_int, default=None, help="use only the first N images")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("-o", "--output", default=default_out)
 
@@ -188,7 +175,7 @@ def _run_images(args):
 
 def _score_arguments(p):
     _images_arguments(p, "scores.csv")
-    p.add_argument("--samples", type=_at_least_one, default=100,
+    p.add_argument("--samples", type=_positive_int, default=100,
                    help="importance samples per image for log p(x) (default 100)")
     p.add_argument("--reference", default=None,
                    help="normal images for a ROC-AUC (dataset name or file; default: the run's "
@@ -251,11 +238,11 @@ def _impute_arguments(p):
     _images_arguments(p, "impute.png")
     p.add_argument("--mask", default="top-half",
                    help="top-half | bottom-half | left-half | right-half | random:P | square:S")
-    p.add_argument("-n", type=_at_least_one, default=100, help="images to impute (default 100)")
-    p.add_argument("--iterations", type=_at_least_one, default=100)
+    p.add_argument("-n", type=_positive_int, default=100, help="images to impute (default 100)")
+    p.add_argument("--iterations", type=_positive_int, default=100)
     p.add_argument("--method", choices=["gibbs", "mh"], default="gibbs",
                    help="pseudo-Gibbs, or Metropolis-within-Gibbs")
-    p.add_argument("--show", type=_at_least_one, default=8, help="images in the figure")
+    p.add_argument("--show", type=_positive_int, default=8, help="images in the figure")
 
 
 @command("impute", "fill in missing pixels (pseudo-Gibbs or Metropolis-within-Gibbs), with a figure")

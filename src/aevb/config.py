@@ -217,3 +217,14 @@ def build_model(cfg: Config, dataset):
         raise ConfigError(str(e)) from None
     except (RuntimeError, MemoryError) as e:  # sizes too large to allocate, or impossible
         raise ConfigError(f"cannot build the model this config describes ({' '.join(str(e).split())})") from None
+
+
+def train_config(cfg: Config, progress: bool = True, overwrite: bool = False, resume: bool = False):
+    """Train the run a config describes (dataset, model, trainer settings) -> (Run, dataset)."""
+    from .training import train
+    ds = load_dataset(cfg)
+    model = build_model(cfg, ds)
+    params = {k for k, p in inspect.signature(train).parameters.items() if p.kind == p.KEYWORD_ONLY}
+    kw = {k: v for k, v in cfg.to_dict().items() if k in params and k not in ("out", "config")}
+    return train(model, ds, out=cfg.out, resume=resume, overwrite=overwrite, config=cfg.to_dict(),
+                 progress=progress, **kw), ds

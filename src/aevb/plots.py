@@ -20,7 +20,6 @@ of binary latents. Randomness comes from a `seed` argument; the global RNG is le
 from __future__ import annotations
 
 import io
-import math
 from pathlib import Path
 
 import matplotlib
@@ -366,6 +365,23 @@ def curves(history: list[dict], path, keys=("elbo",)) -> Path:
         ax.grid(alpha=0.3)
         if ax.get_legend_handles_labels()[0]:
             ax.legend()
+    return _save(fig, path)
+
+
+def tradeoff(points, path, title: str | None = None) -> Path:
+    """Rate against distortion of several runs: test KL(q(z|x) || p(z)) (x axis) and
+    -E_q log p(x|z) (y axis), in nats per example, one labelled point per run; e.g. a sweep
+    over beta, where a larger KL weight buys a smaller KL with a worse reconstruction."""
+    fig, ax = plt.subplots(figsize=(5, 4))
+    kl = [p[2] for p in points]
+    dist = [-p[1] for p in points]
+    ax.plot(kl, dist, marker="o")
+    for (label, _, _), x, y in zip(points, kl, dist):
+        ax.annotate(str(label), (x, y), textcoords="offset points", xytext=(5, 5))
+    ax.set_xlabel("rate: KL(q(z|x) || p(z)) (nats per example)")
+    ax.set_ylabel("distortion: -E_q log p(x|z) (nats)")
+    ax.set_title(title or "reconstruction / KL trade-off")
+    ax.grid(alpha=0.3)
     return _save(fig, path)
 
 

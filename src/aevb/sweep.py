@@ -13,14 +13,13 @@ A shortcut flag is one entry of `SHORTCUTS` (flag name -> config key).
 """
 from __future__ import annotations
 
-import inspect
 import json
 from pathlib import Path
 
 from . import config as config_mod
 
 #: command-line shortcuts: `aevb sweep --<name> V1,V2,...` sweeps config key SHORTCUTS[name]
-SHORTCUTS = {"latent": "latent_dim"}
+SHORTCUTS = {"latent": "latent_dim", "beta": "beta"}
 
 
 def parse_values(key: str, text: str) -> list:
@@ -52,17 +51,6 @@ def _complete(d: Path, epochs: int) -> bool:
     return (d / "checkpoint.safetensors").exists() and bool(h) and h[-1].get("epoch") == epochs
 
 
-def train_config(cfg, progress: bool = True, overwrite: bool = False, resume: bool = False):
-    """Train the run a `Config` describes (dataset, model and trainer settings); -> Run."""
-    from .training import train
-    ds = config_mod.load_dataset(cfg)
-    model = config_mod.build_model(cfg, ds)
-    params = {k for k, p in inspect.signature(train).parameters.items() if p.kind == p.KEYWORD_ONLY}
-    kw = {k: v for k, v in cfg.to_dict().items() if k in params and k not in ("out", "config")}
-    return train(model, ds, out=cfg.out, resume=resume, overwrite=overwrite,
-                 config=cfg.to_dict(), progress=progress, **kw), ds
-
-
 def sweep(config, key: str, values, out, overrides: dict | None = None, progress: bool = True,
           overwrite: bool = False, figure: bool = True, log=print) -> dict:
     """Train one run per value of config key `key` (the rest from the YAML file `config`,
@@ -81,7 +69,7 @@ def sweep(config, key: str, values, out, overrides: dict | None = None, progress
         else:
             resume = not overwrite and (d / "checkpoint.safetensors").exists()
             log(f"{key} = {_label(value)}: {'resuming' if resume else 'training'} in {d}")
-            run, ds = train_config(cfg, progress=progress, overwrite=overwrite, resume=resume)
+            run, ds = config_mod.train_config(cfg, progress=progress, overwrite=overwrite, resume=resume)
             if run.stopped:
                 raise KeyboardInterrupt
             if figure:  # each run gets its report, as after `aevb train`
@@ -106,10 +94,17 @@ def load_sweep(out) -> tuple[str, list[tuple[object, Path]]]:
 
 
 def plot_sweep(out, path=None, n: int = 100, seed: int = 0) -> Path:
-    """Samples of every run of sweep directory `out` side by side -> OUT/samples.png."""
+    """Samples of every run of sweep directory `out` side by side -> OUT/samples.png, and
+    the runs' final test reconstruction term against their KL -> OUT/tradeoff.png."""
     from . import plots
     from .models import load
+    from .report import read_history
     key, runs = load_sweep(out)
+    last = [(v, (read_history(d) or [{}])[-1]) for v, d in runs]
+    points = [(f"{key}={_label(v)}", r["test_rec"], r["test_kl"]) for v, r in last
+              if "test_rec" in r and "test_kl" in r]
+    if points:
+        plots.tradeoff(points, Path(out) / "tradeoff.png", title=f"reconstruction / KL over {key}")
     def label(v):
         return f"{v}-D latent space" if key == "latent_dim" else f"{key} = {_label(v)}"
     models = [(label(v), load(d)) for v, d in runs]

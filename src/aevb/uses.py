@@ -274,7 +274,7 @@ def impute(model, x: Tensor, mask: Tensor, y: Tensor | None = None, iterations: 
         if type(model.likelihood).__name__ == "BernoulliLikelihood":
             cur = torch.where(mask, torch.bernoulli(torch.full_like(x, 0.5)), x)
         total, count = torch.zeros_like(x), 0
-        z = log_target = None
+        z = None
         accepted = proposed = 0
         for it in range(iterations):
             if not density:

@@ -11,7 +11,7 @@ import torch
 from torch import Tensor, nn
 
 from .. import nets
-from .base import Model, register
+from .base import Model, check_sizes, register
 from .vae import _likelihood, _where
 
 
@@ -29,11 +29,7 @@ class Autoencoder(Model):
                  hidden=(400, 400), activation: str = "relu", likelihood: str = "bernoulli",
                  sigma: float | str = 1.0, num_classes: int = 0, code_momentum: float = 0.95):
         super().__init__()
-        input_shape = tuple(int(s) for s in input_shape)
-        if len(input_shape) != 3:
-            raise ValueError(f"input_shape must be (channels, height, width), got {input_shape}")
-        if latent_dim < 1:
-            raise ValueError(f"latent_dim must be >= 1, got {latent_dim}")
+        input_shape = check_sizes(input_shape, latent_dim)
         self.config = dict(input_shape=list(input_shape), latent_dim=latent_dim, net=net,
                            hidden=list(hidden), activation=activation, likelihood=likelihood,
                            sigma=sigma, num_classes=num_classes, code_momentum=code_momentum)

@@ -52,6 +52,16 @@ class Model(nn.Module):
         return directory
 
 
+def check_sizes(input_shape, latent_dim: int) -> tuple[int, int, int]:
+    """The input shape as a (channels, height, width) tuple; a clear error for bad sizes."""
+    input_shape = tuple(int(s) for s in input_shape)
+    if len(input_shape) != 3:
+        raise ValueError(f"input_shape must be (channels, height, width), got {input_shape}")
+    if latent_dim < 1:
+        raise ValueError(f"latent_dim must be >= 1, got {latent_dim}")
+    return input_shape
+
+
 def from_config(config: dict) -> Model:
     """Build an (untrained) model from a config written by `Model.full_config`."""
     config = dict(config)

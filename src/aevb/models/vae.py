@@ -22,7 +22,7 @@ from torch import Tensor, nn
 from .. import nets
 from ..distributions import bits_per_dim, latent_family as make_latent_family, likelihood
 from ..objectives import elbo, iwae_terms, score_function_elbo, straight_through_elbo
-from .base import Model, register
+from .base import Model, check_sizes, register
 
 OBJECTIVES = ("elbo", "iwae")
 ESTIMATORS = ("reinforce", "gumbel")
@@ -84,11 +84,7 @@ class VAE(Model):
                  iwae_k: int = 5, estimator: str = "reinforce", baseline: str = "learned",
                  gumbel_temperature: float = 0.5):
         super().__init__()
-        input_shape = tuple(int(s) for s in input_shape)
-        if len(input_shape) != 3:
-            raise ValueError(f"input_shape must be (channels, height, width), got {input_shape}")
-        if latent_dim < 1:
-            raise ValueError(f"latent_dim must be >= 1, got {latent_dim}")
+        input_shape = check_sizes(input_shape, latent_dim)
         _choice("objective", objective, OBJECTIVES)
         _choice("estimator", estimator, ESTIMATORS)
         _choice("baseline", baseline, BASELINES)
