@@ -289,7 +289,8 @@ def train(model, dataset, *, epochs: int = 10, batch_size: int = 100, lr: float 
         raise TrainingError(f"batch size {batch_size} must be divisible by the number of processes "
                             f"({ctx.world_size})")
     model.to(ctx.device)
-    opt = make_optimizer(optimizer, model.parameters(), lr)
+    parameters = list(model.parameters())
+    opt = make_optimizer(optimizer, parameters, lr)
     net = model
     if ctx.distributed:
         net = nn.parallel.DistributedDataParallel(
@@ -352,7 +353,8 @@ def train(model, dataset, *, epochs: int = 10, batch_size: int = 100, lr: float 
                 if ok:
                     scaler.scale(loss).backward()
                     scaler.unscale_(opt)
-                    norm = nn.utils.clip_grad_norm_(model.parameters(), clip_grad or math.inf)
+                    norm = nn.utils.clip_grad_norm_(parameters, clip_grad) if clip_grad else \
+                        nn.utils.get_total_norm([p.grad for p in parameters if p.grad is not None])
                     ok = bool(torch.isfinite(norm))
                 if ok:
                     scaler.step(opt)

@@ -52,8 +52,9 @@ class _OneDNNLinear(torch.autograd.Function):
     def backward(ctx, g):
         x, weight = ctx.saved_tensors
         g = g.contiguous()
-        gx = _mm(g, weight.t().contiguous()) if ctx.needs_input_grad[0] else None
-        gw = _mm(g.t().contiguous(), x.t().contiguous()) if ctx.needs_input_grad[1] else None
+        # oneDNN reads the transposed operands through their strides: no copies
+        gx = _mm(g, weight.t()) if ctx.needs_input_grad[0] else None
+        gw = _mm(g.t(), x.t()) if ctx.needs_input_grad[1] else None
         gb = g.sum(0) if ctx.has_bias and ctx.needs_input_grad[2] else None
         return gx, gw, gb
 
