@@ -29,6 +29,7 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.distributions import Bernoulli, Independent, Normal
 
+from .data import subset
 from .objectives import iwae_bound, log_weights
 
 ACTIVE_THRESHOLD = 0.01
@@ -49,16 +50,6 @@ def _batches(n: int, batch_size: int):
 
 def _labels(split, s):
     return None if split.y is None else split.y[s]
-
-
-def subset(split, n: int | None, seed: int = 0):
-    """`n` images of `split` chosen at random with `seed`, kept in their order (a test split
-    may be sorted by label, so its first images are not a fair sample); all if n is None or
-    at least len(split)."""
-    if n is None or n >= len(split):
-        return split
-    g = torch.Generator().manual_seed(seed)
-    return split[torch.randperm(len(split), generator=g)[:n].sort().values]
 
 
 # ----------------------------------------------------------------------------- ELBO

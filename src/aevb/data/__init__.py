@@ -22,7 +22,7 @@ from .registry import DATASETS, available, describe, load_arrays
 from . import transforms
 from .transforms import BINARIZE, salt_and_pepper
 
-__all__ = ["Dataset", "Split", "load", "DATASETS", "DataError", "DataWarning", "available",
+__all__ = ["Dataset", "Split", "load", "subset", "DATASETS", "DataError", "DataWarning", "available",
            "describe", "salt_and_pepper"]
 
 EVAL_BINARIZE_SEED = 1234  # the fixed seed of static binarization and of the test set
@@ -75,12 +75,23 @@ class Dataset:
             yield (transforms.binarize(x) if dynamic else x), (None if data.y is None else data.y[idx])
 
 
+def subset(split, n: int | None, seed: int = 0):
+    """`n` images of `split` chosen at random with `seed`, kept in their order (a test split
+    may be sorted by label, so its first images are not a fair sample); all if n is None or
+    at least len(split)."""
+    if n is None or n >= len(split):
+        return split
+    g = torch.Generator().manual_seed(seed)
+    return split[torch.randperm(len(split), generator=g)[:n].sort().values]
+
+
 def load(name: str = "digits", binarize: str = "none", data_dir=None, download: bool = True,
          limit: int | None = None, *, image_size: int | None = None, channels: int | None = None,
          test_fraction: float = 0.1, seed: int = 0, progress: bool = True) -> Dataset:
     """Load dataset `name` (see `describe()`), optionally from local files in `data_dir`.
 
-    `limit` keeps the first `limit` images of each split (for quick experiments). For
+    `limit` keeps `limit` images of each split, a fixed random choice kept in order (for
+    quick experiments; a split sorted by label keeps every label). For
     "folder:PATH": `image_size` (default 64) and `channels` (1 or 3, default 3) set the
     image shape, and `test_fraction` of the images (seeded by `seed`) form the test split."""
     if binarize not in BINARIZE:
@@ -92,8 +103,8 @@ def load(name: str = "digits", binarize: str = "none", data_dir=None, download: 
     for part in ("train", "test"):
         x, y = arrays[part]
         x, y = torch.as_tensor(x), None if y is None else torch.as_tensor(y).long()
-        if limit:
-            x, y = x[:limit], None if y is None else y[:limit]
+        split = subset(Split(x, y), limit)
+        x, y = split.x, split.y
         splits[part] = Split(x.float().div_(255.0) if x.dtype == torch.uint8 else x.float(), y)
     ds = Dataset(name, splits["train"], splits["test"], binarize, arrays.get("num_classes", 0),
                  arrays.get("info", {}))
