@@ -155,7 +155,7 @@ def _images_arguments(p, default_out: str) -> None:
                    help="dataset name (aevb datasets) or image file (.npz, IDX); default: the run's dataset")
     p.add_argument("--split", default="test", help="split of a dataset: test (default) or train")
     p.add_argument("--data-dir", default=None, help="read the dataset's files from here")
-    p.add_argument("--limit", type=_positive_int, default=None, help="use only the first N images")
+    p.add_argument("--limit", type=_positive_int, default=None, help="use only N images (a fixed random choice)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("-o", "--output", default=default_out)
 
@@ -212,7 +212,7 @@ def cmd_score(args) -> int:
         try:
             out.update(anomaly_classes=classes, **uses.held_out_classes_auc(scores, split.y, classes))
         except ValueError as e:
-            raise config_mod.ConfigError(f"--anomaly-classes: {e} (--limit keeps the first images)") from None
+            raise config_mod.ConfigError(f"--anomaly-classes: {e} (--limit keeps a random choice of images)") from None
     reference = args.reference
     if reference is None and not args.anomaly_classes and cfg is not None and spec != cfg.dataset:
         reference = cfg.dataset

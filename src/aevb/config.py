@@ -27,7 +27,7 @@ class Config:
     dataset: str = "digits"           # a registered name (aevb datasets) or folder:PATH
     data_dir: str | None = None       # read the dataset's files from here instead of downloading
     binarize: str = "dynamic"         # none | static | dynamic
-    limit: int | None = None          # keep only the first N images of each split
+    limit: int | None = None          # keep N images of each split (a fixed random choice)
     image_size: int | None = None     # resize folder datasets to this size
     channels: int | None = None       # 1 or 3 for folder datasets
     # model

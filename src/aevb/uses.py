@@ -46,16 +46,14 @@ def load_images(spec: str, cfg=None, split: str = "test", data_dir=None, limit: 
     registered dataset name (its `split`). Binarized as the run's data was (`cfg.binarize`;
     once, with the fixed evaluation seed)."""
     from . import config as config_mod
-    from .data import EVAL_BINARIZE_SEED, transforms
+    from .data import EVAL_BINARIZE_SEED, subset, transforms
     binarize = cfg.binarize if cfg is not None else "none"
     path = Path(spec)
     if path.suffix in (".npz", ".gz", ".idx") or "-ubyte" in path.name or path.is_file():
-        x, y = _read_image_file(path, split)
-        if limit:
-            x, y = x[:limit], None if y is None else y[:limit]
+        images = subset(Split(*_read_image_file(path, split)), limit)
         if binarize != "none":
-            x = transforms.binarize(x, torch.Generator().manual_seed(EVAL_BINARIZE_SEED))
-        return Split(x, y)
+            images = Split(transforms.binarize(images.x, torch.Generator().manual_seed(EVAL_BINARIZE_SEED)), images.y)
+        return images
     if split not in ("train", "test"):
         raise DataError(f"split must be 'train' or 'test', got {split!r}")
     base = cfg if cfg is not None else config_mod.Config()
