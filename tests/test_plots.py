@@ -95,6 +95,20 @@ def test_conditional_model_figures(digits, tmp_path):
         png(plots.make(kind, model, digits, tmp_path / f"{kind}.png", n=10, tsne=False))
 
 
+def test_cli_samples_per_class_of_a_conditional_run(tmp_path, capsys):
+    out = tmp_path / "cvae"
+    assert cli.main(["train", "--dataset", "digits", "--conditional", "--epochs", "1", "--latent", "2",
+                     "--hidden", "16", "--out", str(out), "--no-progress", "--no-figures"]) == 0
+    assert cli.main(["plot", str(out), "samples", "--per-class", "3", "-o", str(tmp_path / "s.png")]) == 0
+    img = png(tmp_path / "s.png")
+    assert img.shape[1] > img.shape[0]                       # 10 class columns, 3 rows
+    plain = tmp_path / "plain"
+    assert cli.main(["train", "--dataset", "digits", "--epochs", "1", "--hidden", "16", "--out", str(plain),
+                     "--no-progress", "--no-figures"]) == 0
+    assert cli.main(["plot", str(plain), "samples", "--per-class", "3"]) == 2
+    assert "conditional" in capsys.readouterr().err
+
+
 def test_autoencoder_figures(digits, tmp_path):
     from aevb import models
     if not hasattr(models, "Autoencoder"):

@@ -367,6 +367,8 @@ def _plot_arguments(p):
     p.add_argument("--dims", type=_dims, default=(0, 1), help="manifold: the two latent dims that vary")
     p.add_argument("--rate", type=float, default=0.2, help="denoise: salt-and-pepper rate")
     p.add_argument("--label", type=int, default=None, help="manifold of a conditional model: the class")
+    p.add_argument("--per-class", type=_positive_int, default=None, metavar="N",
+                   help="samples of a conditional model: N per class, one column per class")
     p.add_argument("--no-tsne", action="store_true", help="latent: PCA only (t-SNE takes seconds)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--data-dir", default=None, help="read the dataset's files from here")
@@ -387,7 +389,8 @@ def cmd_plot(args) -> int:
     out = Path(args.output) if args.output else run.dir / "figures" / f"{args.kind}.png"
     try:
         print(plots.make(args.kind, run.model, ds, out, history=run.history, n=args.n, dims=args.dims,
-                         rate=args.rate, tsne=not args.no_tsne, seed=args.seed, label=args.label))
+                         rate=args.rate, tsne=not args.no_tsne, seed=args.seed, label=args.label,
+                         per_class=args.per_class))
     except (NotApplicable, ValueError) as e:
         print(f"aevb plot: {args.kind}: {e}", file=sys.stderr)
         return 2

@@ -419,9 +419,9 @@ def applies(kind: str, model) -> str | None:
 
 def make(kind: str, model, dataset, path, history=None, *, n: int | None = None,
          dims=(0, 1), rate: float = 0.2, tsne: bool = True, seed: int = 0,
-         label: int | None = None) -> Path:
+         label: int | None = None, per_class: int | None = None) -> Path:
     """Draw figure `kind` (one of `KINDS`) of `model` with the test split of `dataset` into
-    `path`. Raises NotApplicable (with the reason) when the figure does not fit the model or
+    `path`; `per_class` (samples of a conditional model): that many samples of each class. Raises NotApplicable (with the reason) when the figure does not fit the model or
     what is given (e.g. curves without a training history)."""
     reason = applies(kind, model)
     if reason:
@@ -431,6 +431,10 @@ def make(kind: str, model, dataset, path, history=None, *, n: int | None = None,
         raise NotApplicable(f"figure {kind!r} needs the test images, and the dataset is not available")
     kw = {} if n is None else {"n": n}
     if kind == "samples":
+        if per_class:
+            if not getattr(model, "num_classes", 0):
+                raise NotApplicable("--per-class needs a conditional model (trained with conditional: true)")
+            kw["n"] = per_class * model.num_classes  # one column per class, per_class rows
         return samples(model, path, seed=seed, **kw)
     if kind == "recon":
         return reconstructions(model, test, path, seed=seed, **kw)
