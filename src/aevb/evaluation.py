@@ -30,6 +30,7 @@ from torch import Tensor
 from torch.distributions import Bernoulli, Independent, Normal
 
 from .data import subset
+from .distributions import bits_per_dim
 from .objectives import iwae_bound, log_weights
 
 ACTIVE_THRESHOLD = 0.01
@@ -311,11 +312,6 @@ def denoising(model, split, rates=(0.1, 0.2, 0.3, 0.5), seed: int = 0,
 
 
 # ----------------------------------------------------------------------------- everything
-def bits_per_dim(log_px: float, num_dims: int, offset: float = 0.0) -> float:
-    """-log p(x) / (D log 2) + `offset` (8 for a density on [0, 1]-scaled 8-bit data)."""
-    return -log_px / (num_dims * math.log(2)) + offset
-
-
 def _bpd_offset(model, binarized: bool) -> float | None:
     """The bits/dim offset of the model's likelihood: the likelihood's own `bpd_offset` when
     it declares one; else 8 for a continuous likelihood (a density on [0, 1]) and 0 for a

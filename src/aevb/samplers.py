@@ -34,15 +34,11 @@ def _x_and_y(data, y=None):
 def codes(model, data, y=None, batch_size: int = 1000) -> Tensor:
     """The code of every image (`model.embed`: an autoencoder's code, a VAE's posterior
     mean), computed in batches; (N, latent_dim)."""
+    from .evaluation import posterior_means
     x, y = _x_and_y(data, y)
     if getattr(model, "num_classes", 0) and y is None:
         raise ValueError("a conditional model needs the images' labels to encode them")
-    was = model.training
-    model.eval()
-    out = [model.embed(x[i:i + batch_size], None if y is None else y[i:i + batch_size])
-           for i in range(0, len(x), batch_size)]
-    model.train(was)
-    return torch.cat(out)
+    return posterior_means(model, x, y, batch_size)
 
 
 class GMMSampler:
