@@ -23,15 +23,20 @@ What is measured (details in benchmarks/README.md):
 - quality per second: test ELBO (aevb.evaluation.elbo_terms on the 5,000 evaluation images)
   after 10, 30 and 60 s of training wall clock (evaluation paused), for aevb and, with
   --peers, for the plain PyTorch loop;
-- --peers: images/s of benchmarks/peers/examples_style.py (pytorch/examples style) and of
-  benchmarks/peers/pythae_peer.py (run with --pythae-python), and aevb / peer ratios;
+- --peers: --peer-rounds rounds (default 3), each running, one after the other, the matmul
+  rate, aevb's MLP at batch 100, benchmarks/peers/examples_style.py (pytorch/examples
+  style) and benchmarks/peers/pythae_peer.py (run with --pythae-python). The ratios aevb /
+  peer and aevb's fraction of the matmul rate are taken within each round and their median
+  reported: on a shared VM the speed of the machine drifts by tens of percent over minutes,
+  so only numbers measured close together are compared;
 - --tried: A/B experiments on the MLP at batch 100, interleaved, medians.
 
 Every measurement records the load average and the share of the CPUs that other
 processes used while it ran: numbers taken on a busy machine are marked as such.
 Subprocesses get GOMP_SPINCOUNT=1000 (aevb's thread default, set at import) unless
 OMP_WAIT_POLICY or GOMP_SPINCOUNT is set, peers included, so that the comparison is between
-the programs. Thread settings themselves are compared by benchmarks/threads.py.
+the programs. The examples-style peer also gets aevb's malloc default (it imports
+aevb.data to read the files); measured, that does not change its speed. Thread settings themselves are compared by benchmarks/threads.py.
 """
 from __future__ import annotations
 
@@ -426,6 +431,27 @@ def _direct_bernoulli():
     return call
 
 
+class PerParameterGradients:
+    """What aevb.training.FlatGradients replaced: one zero, one norm per parameter."""
+
+    def __init__(self, parameters):
+        self.params = [p for p in parameters if p.requires_grad]
+
+    def zero_(self):
+        import torch
+        grads = [p.grad for p in self.params if p.grad is not None]
+        if grads:
+            torch._foreach_zero_(grads)  # what optimizer.zero_grad(set_to_none=False) does
+
+    def norm(self):
+        import torch
+        return torch.nn.utils.get_total_norm([p.grad for p in self.params if p.grad is not None])
+
+    def clip_(self, max_norm, norm):
+        import torch
+        torch.nn.utils.clip_grads_with_norm_(self.params, max_norm, norm)
+
+
 def _variants(name):
     """(label A, label B, setup B(model) -> model, context of B, train kwargs of B); A is the
     library as it is."""
@@ -459,15 +485,14 @@ def _variants(name):
         from aevb.distributions import BernoulliLikelihood
         return ("torch.distributions Bernoulli [library]", "F.binary_cross_entropy_with_logits",
                 None, lambda: _patched(BernoulliLikelihood, "__call__", _direct_bernoulli()), {})
-    if name == "grad_norm":
-        orig = torch.nn.utils.clip_grad_norm_
-
-        def skip(params, max_norm, *a, **k):
-            if max_norm == math.inf:
-                return torch.zeros(())
-            return orig(params, max_norm, *a, **k)
-        return ("clip_grad_norm_(inf) every step [library]", "no gradient norm when clip_grad is None",
-                None, lambda: _patched(torch.nn.utils, "clip_grad_norm_", skip), {})
+    if name == "flat_grads":
+        import aevb.training as T
+        return ("gradients in one flat buffer [library]", "per-parameter zero_grad + get_total_norm",
+                None, lambda: _patched(T, "FlatGradients", PerParameterGradients), {})
+    if name == "fused_relu":
+        import aevb.nets.linear as L
+        return ("Linear + ReLU as one autograd node [library]", "separate nn.ReLU (plain nn.Sequential)",
+                None, lambda: _patched(L.Sequential, "forward", torch.nn.Sequential.forward), {})
     if name == "mkl_train":
         return ("oneDNN linear forward+backward [library]", "F.linear (MKL sgemm)", None,
                 lambda: _onednn(False), {})
@@ -550,7 +575,58 @@ def _onednn(enabled: bool):
         L._OK = saved
 
 
-WORKERS = {"matmul": w_matmul, "train": w_train, "eval": w_eval, "quality": w_quality,
+def w_steploop(spec):
+    """A hand-written training loop around aevb's VAE (a fixed batch of 100 random binary
+    images; no aevb.train, no evaluation): the median ms per step over blocks of 50 steps,
+    and minor page faults per step."""
+    torch = _setup(spec)
+    from aevb import VAE
+    torch.manual_seed(0)
+    model = VAE((1, 28, 28), latent_dim=20, hidden=(400, 400))
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+    x = torch.bernoulli(torch.rand(100, 1, 28, 28))
+
+    def step():
+        opt.zero_grad()
+        model(x)["loss"].backward()
+        opt.step()
+
+    for _ in range(50):
+        step()
+    f0, blocks = resource.getrusage(resource.RUSAGE_SELF).ru_minflt, []
+    for _ in range(spec.get("blocks", 8)):
+        t = time.perf_counter()
+        for _ in range(50):
+            step()
+        blocks.append((time.perf_counter() - t) / 50 * 1e3)
+    faults = (resource.getrusage(resource.RUSAGE_SELF).ru_minflt - f0) / (50 * len(blocks))
+    return {"ms_per_step": median(blocks), "page_faults_per_step": faults}
+
+
+def ab_malloc(base: dict, rounds: int, epochs: int) -> list[dict]:
+    """aevb's malloc default (A) against glibc's own (B, AEVB_MALLOC=0), one process per run,
+    interleaved: in aevb.train and in a hand-written loop (w_steploop)."""
+    out = []
+    for kind, spec, key in (("train", {**base, "net": "mlp", "hidden": [400, 400], "batch_size": 100,
+                                       "epochs": epochs}, "images_per_s"),
+                            ("steploop", base, "ms_per_step")):
+        vals, faults = {"A": [], "B": []}, {"A": [], "B": []}
+        for r in range(rounds):
+            for arm in (("A", "B") if r % 2 == 0 else ("B", "A")):
+                res = run_worker(kind, spec, {"AEVB_MALLOC": "0"} if arm == "B" else None)
+                vals[arm].append(res.get(key))
+                faults[arm].append(res.get("page_faults_per_step"))
+        ma, mb = median([v for v in vals["A"] if v]), median([v for v in vals["B"] if v])
+        if key == "ms_per_step":  # report as images/s like the other rows
+            ma, mb = 100e3 / ma, 100e3 / mb
+        out.append({"experiment": f"malloc_{kind}", "a": f"malloc thresholds raised [library] ({kind})",
+                    "b": f"glibc default malloc ({'aevb.train' if kind == 'train' else 'hand-written loop'})",
+                    "a_median": ma, "b_median": mb, "ratio_b_over_a": mb / ma, "raw": vals,
+                    "page_faults_per_step": faults})
+    return out
+
+
+WORKERS = {"matmul": w_matmul, "steploop": w_steploop, "train": w_train, "eval": w_eval, "quality": w_quality,
            "ab": w_ab, "ab_eval": w_ab_eval}
 
 
@@ -610,6 +686,8 @@ def main(argv=None):
     p.add_argument("--conv-hidden", default="32,64", help="conv channels (configs/conv_vae_mnist.yaml)")
     p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads in every worker")
     p.add_argument("--rounds", type=int, default=None, help="A/B rounds (default 7; quick 1)")
+    p.add_argument("--peer-rounds", type=int, default=None,
+                   help="interleaved rounds of matmul rate, aevb and the peers (default 3; quick 1)")
     p.add_argument("--eval-images", type=int, default=None,
                    help="images for the log_likelihood timing (default 5000; quick 20), K=5000 (quick 1000)")
     p.add_argument("--pythae-python", default=PYTHAE_PYTHON)
@@ -685,36 +763,65 @@ def main(argv=None):
         else:
             say(f"failed: {ev.get('error')}")
 
-    # -- peers
-    mlp100 = next((r for r in out["train"] if r.get("net") == "mlp" and r.get("batch_size") == 100
-                   and "images_per_s" in r), None)
+    # -- peers, interleaved with aevb and the matmul rate, round by round
     if args.peers:
-        out["peers"] = {}
         common = ["--epochs", str(epochs), "--batch-size", "100", "--data-dir", args.data_dir]
         common += ["--limit", str(limit)] if limit else []
         common += ["--threads", str(args.threads)] if args.threads else []
-        out["peers"]["examples-style"] = run_json(
-            [sys.executable, str(HERE / "peers" / "examples_style.py"), *common], worker_env(), 1800, tag="")
         py = Path(args.pythae_python)
-        if not py.exists():
-            out["peers"]["pythae"] = {"error": f"no python at {py}: create the environment described in "
-                                               "benchmarks/README.md or pass --pythae-python"}
-        else:
-            out["peers"]["pythae"] = run_json([str(py), str(HERE / "peers" / "pythae_peer.py"), *common],
-                                              worker_env(), 1800, tag="")
-        say("\n## Peers: the same model, data and hyper-parameters (batch 100, Adam 1e-3), images/s")
-        a = mlp100["images_per_s"] if mlp100 else None
-        say(f"{'program':<28}{'images/s':>10}{'s/epoch':>9}{'peak MiB':>10}{'aevb/peer':>11}")
-        if a:
-            say(f"{'aevb (aevb.train)':<28}{fmt(a):>10}{fmt(mlp100['seconds_per_epoch'], 2):>9}"
-                f"{fmt(mlp100['peak_memory']['ru_maxrss_mib']):>10}{'1.00':>11}  [{busy_note(mlp100)}]")
-        for name, r in out["peers"].items():
-            if "images_per_s" in r:
-                r["aevb_over_peer"] = a / r["images_per_s"] if a else None
-                say(f"{name:<28}{fmt(r['images_per_s']):>10}{fmt(r['seconds_per_epoch'], 2):>9}"
-                    f"{fmt(r['peak_rss_mib']):>10}{fmt(r['aevb_over_peer'], 2):>11}  [{busy_note(r)}]")
-            else:
-                say(f"{name:<28}  failed: {r.get('error')}")
+        programs = {
+            "aevb": lambda: run_worker("train", {**base, "net": "mlp", "hidden": [400, 400],
+                                                 "batch_size": 100, "epochs": epochs}),
+            "examples-style": lambda: run_json([sys.executable, str(HERE / "peers" / "examples_style.py"),
+                                                *common], worker_env(), 1800, tag=""),
+            "pythae": (lambda: run_json([str(py), str(HERE / "peers" / "pythae_peer.py"), *common],
+                                        worker_env(), 1800, tag="")) if py.exists() else
+            (lambda: {"error": f"no python at {py}: create the environment described in "
+                               "benchmarks/README.md or pass --pythae-python"}),
+        }
+        peer_rounds = args.peer_rounds or (1 if q else 3)
+        rounds_out = []
+        for r in range(peer_rounds):
+            one = {"matmul": run_worker("matmul", {**base, "reps": 3 if q else 10})}
+            for name, run in programs.items():
+                one[name] = run()
+            a, m = one["aevb"].get("images_per_s"), one["matmul"].get("matmul_gflops")
+            if a:
+                one["aevb"]["gflops"] = train_gflops(one["aevb"], a)
+                one["aevb"]["fraction_of_matmul_rate"] = one["aevb"]["gflops"] / m if m else None
+                for name in programs:
+                    ips = one[name].get("images_per_s")
+                    if name != "aevb" and ips:
+                        one[name]["aevb_over_peer"] = a / ips
+            rounds_out.append(one)
+        out["peers"] = {"rounds": rounds_out}
+        say(f"\n## Peers: the same model, data and hyper-parameters (MLP 784-400-400-20, batch 100, "
+            f"Adam 1e-3), images/s; {peer_rounds} interleaved round(s) of matmul rate, aevb, peers")
+        say(f"{'round':<7}{'matmul GFLOP/s':>15}" + "".join(f"{n:>16}" for n in programs)
+            + f"{'aevb % matmul':>15}" + "".join(f"{'aevb/' + n[:8]:>15}" for n in programs if n != "aevb"))
+        for i, one in enumerate(rounds_out):
+            a = one["aevb"]
+            say(f"{i + 1:<7}{fmt(one['matmul'].get('matmul_gflops'), 1):>15}"
+                + "".join(f"{fmt(one[n].get('images_per_s')):>16}" for n in programs)
+                + f"{fmt(100 * a['fraction_of_matmul_rate'] if a.get('fraction_of_matmul_rate') else None):>15}"
+                + "".join(f"{fmt(one[n].get('aevb_over_peer'), 2):>15}" for n in programs if n != "aevb")
+                + f"  [{busy_note(a)}]")
+        summary = {"aevb_fraction_of_matmul_rate": median(
+            [o["aevb"]["fraction_of_matmul_rate"] for o in rounds_out if o["aevb"].get("fraction_of_matmul_rate")])}
+        for n in programs:
+            summary[f"{n}_images_per_s"] = median([o[n]["images_per_s"] for o in rounds_out
+                                                   if "images_per_s" in o[n]])
+            if n != "aevb":
+                summary[f"aevb_over_{n}"] = median([o[n]["aevb_over_peer"] for o in rounds_out
+                                                    if o[n].get("aevb_over_peer")])
+        out["peers"]["median"] = summary
+        say(f"{'median':<7}{'':>15}" + "".join(f"{fmt(summary[n + '_images_per_s']):>16}" for n in programs)
+            + f"{fmt(100 * summary['aevb_fraction_of_matmul_rate'] if summary['aevb_fraction_of_matmul_rate'] else None):>15}"
+            + "".join(f"{fmt(summary['aevb_over_' + n], 2):>15}" for n in programs if n != "aevb"))
+        for n, r in rounds_out[-1].items():
+            if "error" in r:
+                say(f"{n}: failed: {r['error']}")
+        say("(ratios and % of the matmul rate are taken within each round, then the median over rounds)")
 
     # -- quality per second
     if "quality" not in skip:
@@ -733,9 +840,11 @@ def main(argv=None):
     # -- what we tried
     if args.tried:
         out["tried"] = []
-        for name in ("adam_foreach", "compile", "threads", "bf16", "bernoulli", "grad_norm", "mkl_train"):
+        for name in ("adam_foreach", "compile", "threads", "bf16", "bernoulli", "flat_grads", "fused_relu",
+                     "mkl_train"):
             r = run_worker("ab", {**base, "experiment": name, "rounds": rounds})
             out["tried"].append(r)
+        out["tried"] += ab_malloc(base, max(2, rounds // 2), 3 if q else 4)
         n, k = (10, 500) if q else (100, 5000)
         out["tried"].append(run_worker("ab_eval", {**base, "n": n, "samples": k, "rounds": max(3, rounds // 2)}))
         say("\n## What we tried (MLP 784-400-400-20, batch 100; medians of interleaved runs, images/s)")

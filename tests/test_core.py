@@ -175,3 +175,48 @@ def test_onednn_linear_matches_torch_linear_forward_and_backward():
     assert torch.allclose(layer.weight.grad, ref.weight.grad, atol=1e-4)
     assert torch.allclose(layer.bias.grad, ref.bias.grad, atol=1e-4)
     assert layer(torch.randn(3, 4, 50)).shape == (3, 4, 30)  # other shapes: plain F.linear
+
+
+def test_torch_compile_of_a_model_trains():
+    """torch.compile (inductor) of an aevb model: its oneDNN layers step aside for inductor's
+    own kernels, and one compiled training step gives the eager loss and gradients."""
+    torch.manual_seed(0)
+    model = VAE.mlp((1, 4, 4), latent_dim=2, hidden=(8,))
+    x = torch.bernoulli(torch.rand(5, 1, 4, 4))
+    torch.manual_seed(1)
+    eager = model(x)["loss"]
+    eager.backward()
+    grads = [p.grad.clone() for p in model.parameters()]
+    model.zero_grad()
+    torch.manual_seed(1)
+    compiled = torch.compile(model)(x)["loss"]
+    compiled.backward()
+    assert torch.allclose(compiled, eager, atol=1e-5)
+    for p, g in zip(model.parameters(), grads):
+        assert torch.allclose(p.grad, g, atol=1e-5)
+
+
+def test_fused_linear_relu_matches_plain_sequential():
+    """nets.linear.Sequential runs Linear + ReLU as one layer: same outputs and gradients as an
+    nn.Sequential of nn.Linear / nn.ReLU with the same weights, the same state dict, and a NaN
+    input still gives NaN (a NaN-to-0 ReLU would hide divergence from the training guard)."""
+    from aevb.nets.linear import Linear, Sequential
+    torch.manual_seed(0)
+    fused = Sequential(Linear(12, 9), torch.nn.ReLU(), Linear(9, 7), torch.nn.Tanh(), Linear(7, 5),
+                       torch.nn.ReLU())
+    plain = torch.nn.Sequential(torch.nn.Linear(12, 9), torch.nn.ReLU(), torch.nn.Linear(9, 7),
+                                torch.nn.Tanh(), torch.nn.Linear(7, 5), torch.nn.ReLU())
+    plain.load_state_dict(fused.state_dict())
+    x = torch.randn(20, 12, requires_grad=True)
+    x2 = x.detach().clone().requires_grad_()
+    y, y2 = fused(x), plain(x2)
+    assert (y == 0).any() and (y > 0).any()  # the ReLUs cut something
+    assert torch.allclose(y, y2, atol=1e-5)
+    g = torch.randn_like(y)
+    (y * g).sum().backward()
+    (y2 * g).sum().backward()
+    assert torch.allclose(x.grad, x2.grad, atol=1e-5)
+    for (name, p), p2 in zip(fused.named_parameters(), plain.parameters()):
+        assert torch.allclose(p.grad, p2.grad, atol=1e-5), name
+    with torch.no_grad():
+        assert fused(torch.full((2, 12), float("nan"))).isnan().all()

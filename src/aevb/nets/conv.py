@@ -14,7 +14,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from .linear import Linear
+from .linear import Linear, Sequential
 
 from .mlp import activation
 
@@ -67,7 +67,7 @@ class ConvDecoder(nn.Module):
         n = levels(h, w)
         chans = channels(hidden, n)
         self.start = (chans[-1] if n else out_channels, h >> n, w >> n)
-        self.head = nn.Sequential(Linear(in_features, self.start[0] * self.start[1] * self.start[2]),
+        self.head = Sequential(Linear(in_features, self.start[0] * self.start[1] * self.start[2]),
                                   *([activation(act)] if n else []))
         layers: list[nn.Module] = []
         rev = list(reversed(chans))

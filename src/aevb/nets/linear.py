@@ -3,10 +3,13 @@
 Why: on the AMD EPYC machines we measured, MKL's sgemm reaches about half of oneDNN's rate
 at a VAE's shapes (benchmarks/README.md), and matmuls are most of a training step. The
 layer is an ordinary nn.Linear (same parameters, same state dict); it falls back to
-F.linear on GPU, for other dtypes or shapes, under autocast, or with AEVB_ONEDNN=0.
+F.linear on GPU, for other dtypes or shapes, under autocast or torch.compile (which
+chooses its own kernels), or with AEVB_ONEDNN=0.
+`Sequential` runs a Linear followed by a ReLU as one autograd node, the ReLU applied in
+place: one node and one buffer fewer per layer.
 
-    forward  y = x W^T + b
-    backward dx = g W,  dW = g^T x,  db = sum_n g_n
+    forward  y = x W^T + b                  (relu: y = max(x W^T + b, 0))
+    backward dx = g W,  dW = g^T x,  db = sum_n g_n   (relu: g <- g * 1[y > 0] first)
 """
 from __future__ import annotations
 
@@ -43,28 +46,48 @@ def _mm(a: Tensor, w: Tensor, b: Tensor | None = None) -> Tensor:
 
 class _OneDNNLinear(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, x, weight, bias):
-        ctx.save_for_backward(x, weight)
+    def forward(ctx, x, weight, bias, relu=False):
+        y = _mm(x.contiguous(), weight, bias)
+        if relu:  # in place; not oneDNN's relu post-op, which turns NaN into 0 and would hide it
+            y.relu_()
+        ctx.save_for_backward(x, weight, y if relu else None)
         ctx.has_bias = bias is not None
-        return _mm(x.contiguous(), weight, bias)
+        return y
 
     @staticmethod
     def backward(ctx, g):
-        x, weight = ctx.saved_tensors
-        g = g.contiguous()
+        x, weight, y = ctx.saved_tensors
+        g = (g if y is None else torch.ops.aten.threshold_backward(g, y, 0)).contiguous()
         # oneDNN reads the transposed operands through their strides: no copies
         gx = _mm(g, weight.t()) if ctx.needs_input_grad[0] else None
         gw = _mm(g.t(), x.t()) if ctx.needs_input_grad[1] else None
         gb = g.sum(0) if ctx.has_bias and ctx.needs_input_grad[2] else None
-        return gx, gw, gb
+        return gx, gw, gb, None
 
 
 class Linear(nn.Linear):
     """nn.Linear, computed by oneDNN for 2-D float32 CPU inputs (see the module docstring)."""
 
-    def forward(self, x: Tensor) -> Tensor:
+    def forward(self, x: Tensor, relu: bool = False) -> Tensor:
+        """x W^T + b, or relu(x W^T + b) with `relu`."""
         if (x.dim() == 2 and x.dtype == torch.float32 and x.device.type == "cpu"
                 and self.weight.dtype == torch.float32 and not torch.is_autocast_enabled("cpu")
-                and onednn_ok()):
-            return _OneDNNLinear.apply(x, self.weight, self.bias)
-        return F.linear(x, self.weight, self.bias)
+                and not torch.compiler.is_compiling() and onednn_ok()):
+            return _OneDNNLinear.apply(x, self.weight, self.bias, relu)
+        y = F.linear(x, self.weight, self.bias)
+        return F.relu(y) if relu else y
+
+
+class Sequential(nn.Sequential):
+    """nn.Sequential (same modules, same state dict) that runs each `Linear` directly
+    followed by an nn.ReLU as one fused layer."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        layers, i = list(self), 0
+        while i < len(layers):
+            layer = layers[i]
+            if isinstance(layer, Linear) and i + 1 < len(layers) and type(layers[i + 1]) is nn.ReLU:
+                x, i = layer(x, relu=True), i + 2
+            else:
+                x, i = layer(x), i + 1
+        return x

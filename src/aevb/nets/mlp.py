@@ -6,7 +6,7 @@ import math
 import torch
 from torch import Tensor, nn
 
-from .linear import Linear
+from .linear import Linear, Sequential
 
 ACTIVATIONS = {"relu": nn.ReLU, "tanh": nn.Tanh, "elu": nn.ELU, "gelu": nn.GELU,
                "softplus": nn.Softplus, "leaky_relu": nn.LeakyReLU, "sigmoid": nn.Sigmoid}
@@ -18,14 +18,15 @@ def activation(name: str) -> nn.Module:
     return ACTIVATIONS[name]()
 
 
-def mlp(sizes: list[int], act: str) -> nn.Sequential:
-    """Linear layers of the given sizes with `act` between them (none after the last)."""
+def mlp(sizes: list[int], act: str) -> Sequential:
+    """Linear layers of the given sizes with `act` between them (none after the last); a
+    Linear + ReLU pair runs as one fused layer (see `nets.linear`)."""
     layers: list[nn.Module] = []
     for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:])):
         layers.append(Linear(a, b))
         if i < len(sizes) - 2:
             layers.append(activation(act))
-    return nn.Sequential(*layers)
+    return Sequential(*layers)
 
 
 class MLPEncoder(nn.Module):
