@@ -431,25 +431,35 @@ def _direct_bernoulli():
     return call
 
 
-class PerParameterGradients:
-    """What aevb.training.FlatGradients replaced: one zero, one norm per parameter."""
+class _FlatGradients:
+    """The B arm of "flat_grads": every gradient a view of one flat buffer, zeroed by one
+    kernel and normed by one (patched into torch.optim.Optimizer.zero_grad and
+    torch.nn.utils.get_total_norm for the run)."""
 
-    def __init__(self, parameters):
-        self.params = [p for p in parameters if p.requires_grad]
+    def __init__(self):
+        self.buffer = None
 
-    def zero_(self):
+    def zero_grad(self, opt, set_to_none=True):
         import torch
-        grads = [p.grad for p in self.params if p.grad is not None]
-        if grads:
-            torch._foreach_zero_(grads)  # what optimizer.zero_grad(set_to_none=False) does
+        params = [p for g in opt.param_groups for p in g["params"]]
+        if self.buffer is None:
+            self.buffer = torch.zeros(sum(p.numel() for p in params))
+            offset = 0
+            for p in params:
+                p.grad = self.buffer[offset:offset + p.numel()].view_as(p)
+                offset += p.numel()
+        self.buffer.zero_()
 
-    def norm(self):
+    def norm(self, tensors, *a, **k):
         import torch
-        return torch.nn.utils.get_total_norm([p.grad for p in self.params if p.grad is not None])
+        return torch.linalg.vector_norm(self.buffer)
 
-    def clip_(self, max_norm, norm):
+    @contextlib.contextmanager
+    def active(self):
         import torch
-        torch.nn.utils.clip_grads_with_norm_(self.params, max_norm, norm)
+        with _patched(torch.optim.Optimizer, "zero_grad", lambda opt, set_to_none=True: self.zero_grad(opt)), \
+                _patched(torch.nn.utils, "get_total_norm", self.norm):
+            yield
 
 
 def _variants(name):
@@ -486,9 +496,15 @@ def _variants(name):
         return ("torch.distributions Bernoulli [library]", "F.binary_cross_entropy_with_logits",
                 None, lambda: _patched(BernoulliLikelihood, "__call__", _direct_bernoulli()), {})
     if name == "flat_grads":
-        import aevb.training as T
-        return ("gradients in one flat buffer [library]", "per-parameter zero_grad + get_total_norm",
-                None, lambda: _patched(T, "FlatGradients", PerParameterGradients), {})
+        flat = _FlatGradients()
+        return ("gradients handed over by autograd, zero_grad to None [library]",
+                "one flat gradient buffer: one zero, one norm", None, flat.active, {})
+    if name == "reuse_grads":
+        zero = torch.optim.Optimizer.zero_grad
+        return ("gradients handed over by autograd, zero_grad to None [library]",
+                "gradient buffers kept and zeroed (set_to_none=False)", None,
+                lambda: _patched(torch.optim.Optimizer, "zero_grad",
+                                 lambda opt, set_to_none=True: zero(opt, set_to_none=False)), {})
     if name == "fused_relu":
         import aevb.nets.linear as L
         return ("Linear + ReLU as one autograd node [library]", "separate nn.ReLU (plain nn.Sequential)",
@@ -840,8 +856,8 @@ def main(argv=None):
     # -- what we tried
     if args.tried:
         out["tried"] = []
-        for name in ("adam_foreach", "compile", "threads", "bf16", "bernoulli", "flat_grads", "fused_relu",
-                     "mkl_train"):
+        for name in ("adam_foreach", "compile", "threads", "bf16", "bernoulli", "reuse_grads", "flat_grads",
+                     "fused_relu", "mkl_train"):
             r = run_worker("ab", {**base, "experiment": name, "rounds": rounds})
             out["tried"].append(r)
         out["tried"] += ab_malloc(base, max(2, rounds // 2), 3 if q else 4)

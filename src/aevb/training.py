@@ -56,42 +56,6 @@ class Run:
         return self.history[-1] if self.history else {}
 
 
-class FlatGradients:
-    """The parameters' gradients as views of one flat buffer per (device, dtype), so that
-    zeroing them, their norm and clipping are one kernel each rather than one per parameter;
-    autograd adds each new gradient into its view in place. Every trainable parameter gets a
-    (zero) gradient, so an optimizer also steps parameters the loss does not reach."""
-
-    def __init__(self, parameters):
-        groups: dict[tuple, list] = {}
-        for p in parameters:
-            if p.requires_grad:
-                groups.setdefault((p.device, p.dtype), []).append(p)
-        self.buffers = []
-        for (device, dtype), ps in groups.items():
-            buffer = torch.zeros(sum(p.numel() for p in ps), device=device, dtype=dtype)
-            offset = 0
-            for p in ps:
-                p.grad = buffer[offset:offset + p.numel()].view_as(p)
-                offset += p.numel()
-            self.buffers.append(buffer)
-
-    def zero_(self) -> None:
-        for b in self.buffers:
-            b.zero_()
-
-    def norm(self) -> torch.Tensor:
-        """The Euclidean norm of all gradients together."""
-        norms = [torch.linalg.vector_norm(b).float() for b in self.buffers]
-        return norms[0] if len(norms) == 1 else torch.linalg.vector_norm(
-            torch.stack([n.to(norms[0].device) for n in norms]))
-
-    def clip_(self, max_norm: float, norm: torch.Tensor) -> None:
-        """Scale the gradients by min(1, max_norm / (norm + 1e-6)), as clip_grad_norm_."""
-        for b in self.buffers:
-            b.mul_(torch.clamp(max_norm / (norm.to(b.device) + 1e-6), max=1.0).to(b.dtype))
-
-
 def make_optimizer(name: str, params, lr: float) -> torch.optim.Optimizer:
     """Adam / AdamW use the fused kernel (one pass over the parameters per step; measured
     faster on CPU, benchmarks/README.md), the others the multi-tensor (foreach) one."""
@@ -327,7 +291,6 @@ def train(model, dataset, *, epochs: int = 10, batch_size: int = 100, lr: float 
     model.to(ctx.device)
     parameters = list(model.parameters())
     opt = make_optimizer(optimizer, parameters, lr)
-    grads = FlatGradients(parameters)
     net = model
     if ctx.distributed:
         net = nn.parallel.DistributedDataParallel(
@@ -385,14 +348,15 @@ def train(model, dataset, *, epochs: int = 10, batch_size: int = 100, lr: float 
                 with autocast:
                     terms = net(x, y, **kw)
                 loss = terms.pop("loss")
-                grads.zero_()
+                opt.zero_grad()  # to None: backward then hands its gradient tensors over, no copy
                 ok = bool(torch.isfinite(loss))
                 if ok:
                     scaler.scale(loss).backward()
                     scaler.unscale_(opt)
-                    norm = grads.norm()
+                    grads = [p.grad for p in parameters if p.grad is not None]
+                    norm = nn.utils.get_total_norm(grads)
                     if clip_grad:
-                        grads.clip_(clip_grad, norm)
+                        nn.utils.clip_grads_with_norm_(parameters, clip_grad, norm)
                     ok = bool(torch.isfinite(norm))
                 if ok:
                     scaler.step(opt)
