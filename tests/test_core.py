@@ -152,6 +152,29 @@ def test_binarization_static_dynamic_none():
         data.load("digits", binarize="sometimes")
 
 
+def test_binarize_draws_bernoulli_with_the_pixel_as_probability():
+    """transforms.binarize: P(1) = p for each pixel (a binomial test at 5 standard errors for
+    gray levels of 8-bit images), exactly 0 and 1 at the ends, independent pixels, any
+    shape (odd sizes too), reproducible with a generator."""
+    from aevb.data.transforms import binarize
+    p = torch.tensor([0.0, 1 / 255, 0.1, 0.3, 0.5, 128 / 255, 0.9, 254 / 255, 1.0])
+    n = 400_000
+    draws = binarize(p.repeat(n, 1))
+    assert set(draws.unique().tolist()) <= {0.0, 1.0} and draws.dtype == p.dtype
+    freq = draws.mean(0)
+    se = (p * (1 - p) / n).sqrt()
+    assert (freq[[0, -1]] == p[[0, -1]]).all()
+    assert ((freq - p).abs() <= 5 * se + 1e-7).all(), (freq - p) / se
+    # neighbouring pixels (which share a 64-bit random word) are independent
+    half = binarize(torch.full((n, 2), 0.5))
+    assert abs((half[:, 0] * half[:, 1]).mean().item() - 0.25) < 5 * (0.25 * 0.75 / n) ** 0.5
+    assert binarize(torch.rand(3, 1, 5, 7)).shape == (3, 1, 5, 7)
+    x = torch.rand(9, 13)
+    a = binarize(x, torch.Generator().manual_seed(4))
+    assert torch.equal(a, binarize(x, torch.Generator().manual_seed(4)))
+    assert not torch.equal(a, binarize(x, torch.Generator().manual_seed(5)))
+
+
 def test_elbo_terms_are_deterministic_and_leave_global_rng_alone():
     ds = data.load("digits", binarize="static")
     model = VAE.mlp(ds.shape, latent_dim=2, hidden=(16,))
@@ -202,12 +225,13 @@ def test_fused_linear_relu_matches_plain_sequential():
     input still gives NaN (a NaN-to-0 ReLU would hide divergence from the training guard)."""
     from aevb.nets.linear import Linear, Sequential
     torch.manual_seed(0)
-    fused = Sequential(Linear(12, 9), torch.nn.ReLU(), Linear(9, 7), torch.nn.Tanh(), Linear(7, 5),
+    # more than nets.linear.SMALL inputs per layer, so that every layer takes the oneDNN path
+    fused = Sequential(Linear(48, 40), torch.nn.ReLU(), Linear(40, 36), torch.nn.Tanh(), Linear(36, 5),
                        torch.nn.ReLU())
-    plain = torch.nn.Sequential(torch.nn.Linear(12, 9), torch.nn.ReLU(), torch.nn.Linear(9, 7),
-                                torch.nn.Tanh(), torch.nn.Linear(7, 5), torch.nn.ReLU())
+    plain = torch.nn.Sequential(torch.nn.Linear(48, 40), torch.nn.ReLU(), torch.nn.Linear(40, 36),
+                                torch.nn.Tanh(), torch.nn.Linear(36, 5), torch.nn.ReLU())
     plain.load_state_dict(fused.state_dict())
-    x = torch.randn(20, 12, requires_grad=True)
+    x = torch.randn(20, 48, requires_grad=True)
     x2 = x.detach().clone().requires_grad_()
     y, y2 = fused(x), plain(x2)
     assert (y == 0).any() and (y > 0).any()  # the ReLUs cut something
@@ -219,4 +243,4 @@ def test_fused_linear_relu_matches_plain_sequential():
     for (name, p), p2 in zip(fused.named_parameters(), plain.parameters()):
         assert torch.allclose(p.grad, p2.grad, atol=1e-5), name
     with torch.no_grad():
-        assert fused(torch.full((2, 12), float("nan"))).isnan().all()
+        assert fused(torch.full((2, 48), float("nan"))).isnan().all()

@@ -71,8 +71,8 @@ class Dataset:
         dynamic = split == "train" and self.binarize == "dynamic"
         for i in range(start * step, stop, step):
             idx = order[i:i + step][rank::world_size]
-            x = data.x[idx]
-            yield (transforms.binarize(x) if dynamic else x), (None if data.y is None else data.y[idx])
+            x = data.x.index_select(0, idx)
+            yield (transforms.binarize(x) if dynamic else x), (None if data.y is None else data.y.index_select(0, idx))
 
 
 def subset(split, n: int | None, seed: int = 0):

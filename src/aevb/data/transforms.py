@@ -9,8 +9,16 @@ BINARIZE = ("none", "static", "dynamic")
 
 def binarize(x: Tensor, generator: torch.Generator | None = None) -> Tensor:
     """One Bernoulli draw per pixel with the pixel's intensity as probability (stochastic
-    binarization, as in Salakhutdinov & Murray 2008 and the IWAE paper)."""
-    return torch.bernoulli(x, generator=generator)
+    binarization, as in Salakhutdinov & Murray 2008 and the IWAE paper).
+
+    Drawn as 1[u < p 2^24] with u uniform on the integers 0..2^24-1, from 32 random bits per
+    pixel: P(1) = ceil(p 2^24) / 2^24, the same 24-bit resolution as torch.bernoulli (which
+    compares p with a float32 uniform), about twice as fast on CPU (benchmarks/README.md)."""
+    n = x.numel()
+    words = torch.empty((n + 1) // 2, dtype=torch.int64, device=x.device)
+    words.random_(-(2 ** 63), None, generator=generator)  # 64 uniform random bits each
+    u = words.view(torch.int32)[:n].view(x.shape) & 0xFFFFFF
+    return (u < x * 2.0 ** 24).to(x.dtype)
 
 
 def salt_and_pepper(x: Tensor, rate: float, generator: torch.Generator | None = None) -> Tensor:
