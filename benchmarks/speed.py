@@ -509,6 +509,15 @@ def _variants(name):
         import aevb.nets.linear as L
         return ("Linear + ReLU as one autograd node [library]", "separate nn.ReLU (plain nn.Sequential)",
                 None, lambda: _patched(L.Sequential, "forward", torch.nn.Sequential.forward), {})
+    if name == "binarize":
+        import aevb.data.transforms as tr
+        return ("binarize from 24 random bits per pixel [library]", "torch.bernoulli (dynamic binarization)",
+                None, lambda: _patched(tr, "binarize", lambda x, generator=None: torch.bernoulli(x, generator=generator)),
+                {})
+    if name == "small_onednn":
+        import aevb.nets.linear as L
+        return ("MKL for layers with <= 32 inputs [library]", "oneDNN for every layer", None,
+                lambda: _patched(L, "SMALL", 0), {})
     if name == "mkl_train":
         return ("oneDNN linear forward+backward [library]", "F.linear (MKL sgemm)", None,
                 lambda: _onednn(False), {})
@@ -857,7 +866,7 @@ def main(argv=None):
     if args.tried:
         out["tried"] = []
         for name in ("adam_foreach", "compile", "threads", "bf16", "bernoulli", "reuse_grads", "flat_grads",
-                     "fused_relu", "mkl_train"):
+                     "fused_relu", "binarize", "small_onednn", "mkl_train"):
             r = run_worker("ab", {**base, "experiment": name, "rounds": rounds})
             out["tried"].append(r)
         out["tried"] += ab_malloc(base, max(2, rounds // 2), 3 if q else 4)
