@@ -72,7 +72,8 @@ class Dataset:
         for i in range(start * step, stop, step):
             idx = order[i:i + step][rank::world_size]
             x = data.x.index_select(0, idx)
-            yield (transforms.binarize(x) if dynamic else x), (None if data.y is None else data.y.index_select(0, idx))
+            y = None if data.y is None else data.y.index_select(0, idx)
+            yield (transforms.binarize(x) if dynamic else x), y
 
 
 def subset(split, n: int | None, seed: int = 0):

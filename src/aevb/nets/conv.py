@@ -68,7 +68,7 @@ class ConvDecoder(nn.Module):
         chans = channels(hidden, n)
         self.start = (chans[-1] if n else out_channels, h >> n, w >> n)
         self.head = Sequential(Linear(in_features, self.start[0] * self.start[1] * self.start[2]),
-                                  *([activation(act)] if n else []))
+                               *([activation(act)] if n else []))
         layers: list[nn.Module] = []
         rev = list(reversed(chans))
         for i, (a, b) in enumerate(zip(rev, [*rev[1:], out_channels])):
