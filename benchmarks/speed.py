@@ -33,7 +33,7 @@ What is measured (details in benchmarks/README.md):
 
 Every measurement records the load average and the share of the CPUs that other
 processes used while it ran: numbers taken on a busy machine are marked as such.
-Subprocesses get GOMP_SPINCOUNT=1000 (aevb's thread default, set at import) unless
+Subprocesses get GOMP_SPINCOUNT=30000 (aevb's thread default, set at import) unless
 OMP_WAIT_POLICY or GOMP_SPINCOUNT is set, peers included, so that the comparison is between
 the programs. The examples-style peer also gets aevb's malloc default (it imports
 aevb.data to read the files); measured, it does not slow the peer down (11,471 images/s
@@ -114,9 +114,10 @@ def _own_cpu() -> float:
 
 
 def worker_env(extra: dict | None = None) -> dict:
+    from aevb.runtime import SPINCOUNT
     env = dict(os.environ)
     if "OMP_WAIT_POLICY" not in env and "GOMP_SPINCOUNT" not in env:
-        env["GOMP_SPINCOUNT"] = "1000"
+        env["GOMP_SPINCOUNT"] = SPINCOUNT
     env.update(extra or {})
     return env
 

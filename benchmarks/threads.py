@@ -1,6 +1,6 @@
 """Thread settings compared: the issue-2 training run (offline MNIST, MLP 784-400-400-20,
-batch 100) under several OpenMP settings, on a quiet machine and with one competing
-busy process, interleaved over repeats; medians of the training seconds.
+batch 100) under several OpenMP and aevb thread settings, on a quiet machine and with one
+competing busy process, interleaved over repeats; medians of the training seconds.
 
     python benchmarks/threads.py [--epochs 6] [--repeats 3]
 
@@ -14,18 +14,21 @@ import sys
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
+FIXED = {"AEVB_THREADS": str(os.cpu_count() or 1)}  # all CPUs, never adapted to the load
 SETTINGS = {
-    "aevb default (GOMP_SPINCOUNT=1000)": {},
-    "libgomp default (spin 300k)": {"GOMP_SPINCOUNT": "300000"},
-    "OMP_WAIT_POLICY=PASSIVE": {"OMP_WAIT_POLICY": "PASSIVE"},
-    "OMP_WAIT_POLICY=ACTIVE": {"OMP_WAIT_POLICY": "ACTIVE"},
-    "PASSIVE, 1 thread": {"OMP_WAIT_POLICY": "PASSIVE", "OMP_NUM_THREADS": "1"},
+    "aevb default (spin 30k, threads adapt)": {},
+    "spin 30k, threads fixed": FIXED,
+    "spin 1k (earlier default), fixed": {"GOMP_SPINCOUNT": "1000", **FIXED},
+    "libgomp default (spin 300k), fixed": {"GOMP_SPINCOUNT": "300000", **FIXED},
+    "OMP_WAIT_POLICY=PASSIVE, fixed": {"OMP_WAIT_POLICY": "PASSIVE", **FIXED},
+    "OMP_WAIT_POLICY=ACTIVE, fixed": {"OMP_WAIT_POLICY": "ACTIVE", **FIXED},
+    "PASSIVE, 1 thread": {"OMP_WAIT_POLICY": "PASSIVE", "AEVB_THREADS": "1"},
 }
 
 
 def seconds(extra: dict, epochs: int) -> float:
     env = {k: v for k, v in os.environ.items()
-           if k not in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT", "OMP_NUM_THREADS")}
+           if k not in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT", "OMP_NUM_THREADS", "AEVB_THREADS")}
     env.update(extra)
     out = subprocess.run([sys.executable, str(HERE / "offline_mnist.py"), "--epochs", str(epochs)],
                          env=env, capture_output=True, text=True, timeout=900, check=True).stdout

@@ -5,6 +5,7 @@ import sys
 import textwrap
 
 import pytest
+import torch
 
 from aevb import runtime
 
@@ -14,7 +15,7 @@ GLIBC = sys.platform.startswith("linux") and os.confstr("CS_GNU_LIBC_VERSION") i
 def _fresh(code: str, **env) -> str:
     """Run `code` in a fresh interpreter (the defaults act at import) with `env` added."""
     clean = {k: v for k, v in os.environ.items()
-             if k not in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT", "AEVB_MALLOC",
+             if k not in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT", "AEVB_MALLOC", "AEVB_THREADS",
                           "MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_")}
     out = subprocess.run([sys.executable, "-c", textwrap.dedent(code)], env={**clean, **env},
                          capture_output=True, text=True, timeout=120, check=True)
@@ -23,7 +24,7 @@ def _fresh(code: str, **env) -> str:
 
 def test_thread_default_is_set_unless_the_user_chose():
     show = "import aevb, os; print(os.environ.get('GOMP_SPINCOUNT'))"
-    assert _fresh(show) == "1000"
+    assert _fresh(show) == runtime.SPINCOUNT
     assert _fresh(show, GOMP_SPINCOUNT="5") == "5"
     assert _fresh(show, OMP_WAIT_POLICY="PASSIVE") == "None"
 
@@ -61,3 +62,79 @@ def test_freed_buffers_stay_in_the_process():
     # glibc's dynamic threshold faults on some runs and not on others) every buffer is
     # mapped and faulted in again on every iteration (and aevb leaves the user's setting)
     assert int(_fresh(code, MALLOC_MMAP_THRESHOLD_="131072")) > 100_000
+
+
+@pytest.fixture
+def threads():
+    """Leave PyTorch's thread count and aevb's thread policy as they were."""
+    before = torch.get_num_threads()
+    yield before
+    torch.set_num_threads(before)
+    runtime.set_threads("auto")
+
+
+class Load:
+    """A fake /proc/stat: each read advances time by 1 s, in which other processes keep
+    `others` CPUs busy and this process uses `own` CPU-seconds."""
+
+    def __init__(self):
+        self.t = self.busy = self.mine = 0.0
+        self.others, self.own = 0.0, 1.0
+
+    def __call__(self):
+        self.t += 1.0
+        self.busy += self.others + self.own
+        self.mine += self.own
+        return self.t, self.busy, self.mine
+
+
+def test_governor_gives_up_threads_to_busy_processes_and_takes_them_back(threads):
+    torch.set_num_threads(4)
+    load = Load()
+    gov = runtime.ThreadGovernor(interval=0.0, read=load, cpus=4)
+    assert gov() == 4 and torch.get_num_threads() == 4           # a free machine: all of them
+    load.others = 2.0
+    assert gov() == 2 and torch.get_num_threads() == 2           # two CPUs busy elsewhere
+    load.others = 3.6
+    assert gov() == 1 and torch.get_num_threads() == 1           # never fewer than one
+    load.others = 0.3
+    assert gov() == 4 and torch.get_num_threads() == 4           # back when they are free
+    torch.set_num_threads(3)                                     # the user's choice is the ceiling
+    assert gov() == 3 and torch.get_num_threads() == 3
+
+
+def test_governor_acts_only_every_interval(threads):
+    load = Load()
+    gov = runtime.ThreadGovernor(interval=3600.0, read=load, cpus=4)
+    load.others = 4.0
+    assert gov() == threads and load.t == 1.0  # read once, at creation
+
+
+def test_cpu_times_are_real_and_count_this_process():
+    first = runtime.cpu_times()
+    if first is None:
+        pytest.skip("no /proc/stat here (not Linux)")
+    x = torch.randn(256, 256)
+    while runtime.cpu_times()[2] - first[2] < 0.2:  # this process busy for 0.2 CPU-seconds
+        x = torch.tanh(x @ x.T / 256)
+    t, busy, mine = runtime.cpu_times()
+    assert t > first[0] and mine - first[2] >= 0.2
+    assert busy - first[1] >= 0.1  # /proc/stat saw the machine busy too (10 ms ticks)
+
+
+def test_fixed_threads_are_never_changed(threads):
+    runtime.set_threads(1)
+    assert torch.get_num_threads() == 1 and runtime.adapt_threads() is None
+    runtime.set_threads("auto")
+    assert runtime.adapt_threads() == 1  # auto again, from the count in use
+    for bad in (0, -2, "two", 1.5, True):
+        with pytest.raises(ValueError, match="threads must be 'auto' or a positive number"):
+            runtime.set_threads(bad)
+
+
+def test_threads_from_the_environment():
+    show = "import aevb, torch; print(torch.get_num_threads(), aevb.runtime.adapt_threads())"
+    assert _fresh(show, AEVB_THREADS="1") == "1 None"
+    with pytest.raises(subprocess.CalledProcessError) as e:
+        _fresh(show, AEVB_THREADS="many")
+    assert "AEVB_THREADS must be 'auto' or a positive number of threads, got 'many'" in e.value.stderr

@@ -59,6 +59,7 @@ class Config:
     out: str | None = None            # run directory (default runs/<name>)
     device: str = "auto"              # auto (CUDA if present) | cpu | cuda | cuda:N
     precision: str = "fp32"           # fp32 | bf16 | fp16 (autocast; fp16 on CUDA only)
+    threads: int | str | None = None  # CPU threads: auto (follow the load) | N (fixed); default: AEVB_THREADS or auto
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)

@@ -32,6 +32,7 @@ from torch.distributions import Bernoulli, Independent, Normal
 from .data import subset
 from .distributions import bits_per_dim
 from .objectives import iwae_bound, log_weights
+from .runtime import adapt_threads
 
 ACTIVE_THRESHOLD = 0.01
 #: latent vectors per decoder call while importance sampling: small enough that the decoder's
@@ -46,6 +47,7 @@ class NotApplicable(ValueError):
 
 def _batches(n: int, batch_size: int):
     for i in range(0, n, batch_size):
+        adapt_threads()
         yield slice(i, min(i + batch_size, n))
 
 

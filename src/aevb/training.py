@@ -32,6 +32,7 @@ from . import data as data_mod
 from . import distributed
 from .evaluation import elbo_terms
 from .models.base import load_state
+from . import runtime
 from .serialization import CheckpointError, atomic_write, load_tensors, save_tensors, write_json
 
 OPTIMIZERS = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW, "rmsprop": torch.optim.RMSprop,
@@ -258,7 +259,8 @@ def train(model, dataset, *, epochs: int = 10, batch_size: int = 100, lr: float 
           warmup_epochs: float = 0.0, noise: float = 0.0, out=None, resume: bool = False,
           overwrite: bool = False, config: dict | None = None, progress: bool = True,
           tensorboard: bool = True, eval_batch_size: int = 1000, max_skips: int = 100,
-          device: str | None = "auto", precision: str = "fp32", callbacks=()) -> Run:
+          device: str | None = "auto", precision: str = "fp32", threads: int | str | None = None,
+          callbacks=()) -> Run:
     """Train `model` on `dataset` by minimizing its objective; returns a `Run`.
 
     - `batch_size` is the global batch: under torchrun each of W ranks takes batch_size / W
@@ -273,6 +275,9 @@ def train(model, dataset, *, epochs: int = 10, batch_size: int = 100, lr: float 
     - `out`: run directory (metrics, checkpoints); None trains in memory only.
     - `device`: "auto" (CUDA if present), "cpu", "cuda:1", ...; `precision`: fp32, or bf16 /
       fp16 autocast (fp16 with loss scaling, CUDA only).
+    - `threads`: "auto" (on CPU, the thread count follows the machine's load) or a fixed
+      count, for this process from now on (`aevb.runtime.set_threads`); None keeps the
+      process's setting (AEVB_THREADS, default auto).
     - `callbacks`: functions called as cb(run, record) after each epoch (on rank 0).
     """
     if epochs < 0 or batch_size < 1 or lr <= 0:
@@ -284,6 +289,8 @@ def train(model, dataset, *, epochs: int = 10, batch_size: int = 100, lr: float 
                             f"{dataset.name!r} has {tuple(dataset.shape)}")
     if precision not in ("fp32", "bf16", "fp16"):
         raise ValueError(f"precision must be fp32, bf16 or fp16, got {precision!r}")
+    if threads is not None:
+        runtime.set_threads(threads)
     ctx = distributed.setup(device)
     if batch_size % ctx.world_size:
         raise TrainingError(f"batch size {batch_size} must be divisible by the number of processes "
@@ -337,6 +344,8 @@ def train(model, dataset, *, epochs: int = 10, batch_size: int = 100, lr: float 
             sums = {k: torch.tensor(v, device=ctx.device) for k, v in state["sums"].items()}
             for x, y in dataset.batches(batch_size // ctx.world_size, g, start=state["step"],
                                         rank=ctx.rank, world_size=ctx.world_size):
+                if ctx.device.type == "cpu":
+                    runtime.adapt_threads()
                 x = x.to(ctx.device, non_blocking=True)
                 y = None if y is None else y.to(ctx.device, non_blocking=True)
                 if warmup_epochs > 0 and target_beta is not None:
