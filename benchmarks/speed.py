@@ -416,24 +416,6 @@ def _patched(obj, name, value):
         setattr(obj, name, old)
 
 
-def _direct_bernoulli():
-    """BernoulliLikelihood.__call__ returning a distribution whose log_prob is one
-    F.binary_cross_entropy_with_logits call summed over the image (no broadcast_all, no
-    Independent bookkeeping in the hot path)."""
-    import torch.nn.functional as F
-    from torch.distributions import Bernoulli, Independent
-
-    class DirectBernoulliImage(Independent):
-        def log_prob(self, value):
-            logits = self.base_dist.logits
-            ll = F.binary_cross_entropy_with_logits(logits, value, reduction="none")
-            return -ll.flatten(-self.reinterpreted_batch_ndims).sum(-1)
-
-    def call(self, out, event_ndims):
-        return DirectBernoulliImage(Bernoulli(logits=out, validate_args=False), event_ndims)
-    return call
-
-
 class _FlatGradients:
     """The B arm of "flat_grads": every gradient a view of one flat buffer, zeroed by one
     kernel and normed by one (patched into torch.optim.Optimizer.zero_grad and
@@ -469,6 +451,7 @@ def _variants(name):
     """(label A, label B, setup B(model) -> model, context of B, train kwargs of B); A is the
     library as it is."""
     import torch
+    from torch.distributions import Bernoulli, Independent, Normal
     import aevb.nets.linear as L
     nothing = contextlib.nullcontext
     if name == "adam_foreach":
@@ -497,8 +480,27 @@ def _variants(name):
         return "fp32 [library]", "bf16 autocast (precision='bf16')", None, nothing, {"precision": "bf16"}
     if name == "bernoulli":
         from aevb.distributions import BernoulliLikelihood
-        return ("torch.distributions Bernoulli [library]", "F.binary_cross_entropy_with_logits",
-                None, lambda: _patched(BernoulliLikelihood, "__call__", _direct_bernoulli()), {})
+        general = lambda self, out, event_ndims: Independent(Bernoulli(logits=out), event_ndims)  # noqa: E731
+        return ("Bernoulli log-likelihood as one autograd node [library]",
+                "torch.distributions Bernoulli summed by Independent", None,
+                lambda: _patched(BernoulliLikelihood, "__call__", general), {})
+    if name == "kl":
+        from aevb.distributions import DiagonalGaussian
+
+        def posterior(self, out):
+            mu, logvar = out.chunk(2, dim=-1)
+            return Independent(Normal(mu, (0.5 * logvar).exp()), 1)
+
+        def prior(self, latent_dim, device=None, dtype=None):
+            zero = torch.zeros(latent_dim, device=device, dtype=dtype)
+            return Independent(Normal(zero, torch.ones_like(zero)), 1)
+
+        @contextlib.contextmanager
+        def normal_kl():
+            with _patched(DiagonalGaussian, "__call__", posterior), _patched(DiagonalGaussian, "prior", prior):
+                yield
+        return ("Gaussian KL from (mu, log-variance) [library]",
+                "torch.distributions Normal KL (from the standard deviations)", None, normal_kl, {})
     if name == "flat_grads":
         flat = _FlatGradients()
         return ("gradients handed over by autograd, zero_grad to None [library]",
@@ -524,6 +526,10 @@ def _variants(name):
         return ("oneDNN linear forward+backward [library]", "F.linear (MKL sgemm)", None,
                 lambda: _onednn(False), {})
     raise ValueError(f"unknown experiment {name!r}")
+
+
+EXPERIMENTS = ("adam_foreach", "compile", "threads", "bf16", "bernoulli", "kl", "reuse_grads", "flat_grads",
+               "fused_relu", "binarize", "small_onednn", "mkl_train", "malloc", "eval_onednn")
 
 
 def w_ab(spec):
@@ -703,6 +709,8 @@ def main(argv=None):
     p.add_argument("--quick", action="store_true", help="everything tiny, to smoke-test the script")
     p.add_argument("--peers", action="store_true", help="also run the examples-style loop and pythae")
     p.add_argument("--tried", action="store_true", help="also run the A/B experiments")
+    p.add_argument("--experiments", default=",".join(EXPERIMENTS),
+                   help="with --tried: a comma list of the A/B experiments to run (default: all)")
     p.add_argument("--skip", default="", help="comma list of sections to skip: train,eval,quality")
     p.add_argument("--json", default=None, help="write all results to this JSON file")
     p.add_argument("--data-dir", default=str(DATA_DIR))
@@ -865,13 +873,15 @@ def main(argv=None):
     # -- what we tried
     if args.tried:
         out["tried"] = []
-        for name in ("adam_foreach", "compile", "threads", "bf16", "bernoulli", "reuse_grads", "flat_grads",
-                     "fused_relu", "binarize", "small_onednn", "mkl_train"):
-            r = run_worker("ab", {**base, "experiment": name, "rounds": rounds})
-            out["tried"].append(r)
-        out["tried"] += ab_malloc({**mlp100, "epochs": 3 if q else 4}, max(2, rounds // 2))
-        n, k = (10, 500) if q else (100, 5000)
-        out["tried"].append(run_worker("ab_eval", {**base, "n": n, "samples": k, "rounds": max(3, rounds // 2)}))
+        for name in [e.strip() for e in args.experiments.split(",") if e.strip()]:
+            if name == "malloc":
+                out["tried"] += ab_malloc({**mlp100, "epochs": 3 if q else 4}, max(2, rounds // 2))
+            elif name == "eval_onednn":
+                n, k = (10, 500) if q else (100, 5000)
+                out["tried"].append(run_worker("ab_eval", {**base, "n": n, "samples": k,
+                                                           "rounds": max(3, rounds // 2)}))
+            else:
+                out["tried"].append(run_worker("ab", {**base, "experiment": name, "rounds": rounds}))
         say("\n## What we tried (MLP 784-400-400-20, batch 100; medians of interleaved runs, images/s)")
         say(f"{'change (B) vs library (A)':<58}{'A':>9}{'B':>9}{'B/A':>7}{'ELBO A':>9}{'ELBO B':>9}")
         for r in out["tried"]:

@@ -4,10 +4,11 @@ import math
 
 import pytest
 import torch
-from torch.distributions import MultivariateNormal, kl_divergence
+from torch.distributions import Bernoulli, Independent, MultivariateNormal, Normal, kl_divergence
 
 from aevb import VAE, data
-from aevb.distributions import BernoulliLikelihood, DiagonalGaussian, GaussianLikelihood
+from aevb.distributions import (BernoulliImage, BernoulliLikelihood, DiagonalGaussian, DiagonalNormal,
+                                GaussianLikelihood)
 from aevb.evaluation import elbo_terms, log_likelihood
 from aevb.objectives import elbo, iwae_bound
 
@@ -32,6 +33,52 @@ def test_bernoulli_likelihood_sums_over_pixels_with_every_constant():
     p = torch.sigmoid(logits)
     manual = (x * p.log() + (1 - x) * (1 - p).log()).flatten(1).sum(1)
     assert lp.shape == (2,) and torch.allclose(lp, manual, atol=1e-5)
+
+
+def _value_and_grads(f, *inputs):
+    inputs = [t.detach().requires_grad_() for t in inputs]
+    v = f(*inputs)
+    grads = torch.autograd.grad((v * torch.linspace(0.5, 2, v.numel()).view(v.shape)).sum(), inputs)
+    return v.detach(), grads
+
+
+def test_fused_bernoulli_log_prob_matches_torch_in_value_and_gradient():
+    """BernoulliImage's one-node log-likelihood against torch.distributions' Bernoulli summed
+    by Independent, for a (K, N) batch, binary and gray-level images."""
+    logits = 3 * torch.randn(3, 2, 1, 4, 4, dtype=torch.float64)
+    for x in (torch.bernoulli(torch.full(logits.shape, 0.3, dtype=torch.float64)),
+              torch.rand(logits.shape, dtype=torch.float64)):
+        fused, g_fused = _value_and_grads(lambda lg: BernoulliImage(lg, 3).log_prob(x), logits)
+        ref, g_ref = _value_and_grads(lambda lg: Independent(Bernoulli(logits=lg), 3).log_prob(x), logits)
+        assert fused.shape == (3, 2) and torch.allclose(fused, ref, atol=1e-10)
+        assert torch.allclose(g_fused[0], g_ref[0], atol=1e-12)
+    one = x[0]  # one image per column, broadcast over the 3 rows: the general path, same numbers
+    assert torch.allclose(BernoulliImage(logits, 3).log_prob(one),
+                          Independent(Bernoulli(logits=logits), 3).log_prob(one), atol=1e-10)
+    assert BernoulliImage(logits[0, :1], 3).expand((5, 1)).log_prob(x[0, :1]).shape == (5, 1)
+
+
+def test_diagonal_normal_kl_matches_torch_in_value_and_gradient():
+    mu_p, lv_p, mu_q, lv_q = torch.randn(4, 5, 3, dtype=torch.float64)
+
+    def ours(mp, lp, mq, lq):
+        return kl_divergence(DiagonalNormal(mp, lp), DiagonalNormal(mq, lq))
+
+    def torchs(mp, lp, mq, lq):
+        return kl_divergence(Independent(Normal(mp, (lp / 2).exp()), 1), Independent(Normal(mq, (lq / 2).exp()), 1))
+
+    for standard in (False, True):
+        args = (mu_p, lv_p) + ((torch.zeros(3, dtype=torch.float64),) * 2 if standard else (mu_q, lv_q))
+        if standard:
+            kl, g = _value_and_grads(lambda mp, lp: kl_divergence(DiagonalNormal(mp, lp),
+                                                                 DiagonalGaussian().prior(3, dtype=torch.float64)),
+                                     *args[:2])
+        else:
+            kl, g = _value_and_grads(ours, *args)
+        ref, g_ref = _value_and_grads(torchs, *args)
+        assert kl.shape == (5,) and torch.allclose(kl, ref, atol=1e-12)
+        assert all(torch.allclose(a, b, atol=1e-12) for a, b in zip(g, g_ref))
+    assert DiagonalNormal(mu_p[0], lv_p[0]).expand((2, 5)).rsample().shape == (2, 5, 3)
 
 
 def test_gaussian_likelihood_fixed_and_learned():

@@ -27,10 +27,10 @@ import time
 import torch
 import torch.nn.functional as F
 from torch import Tensor
-from torch.distributions import Bernoulli, Independent, Normal
+from torch.distributions import Independent, Normal
 
 from .data import subset
-from .distributions import bits_per_dim
+from .distributions import BernoulliImage, bernoulli_log_prob, bits_per_dim
 from .objectives import iwae_bound, log_weights
 from .runtime import adapt_threads
 
@@ -211,11 +211,8 @@ def _log_px_given_z(p, x: Tensor, k: int) -> Tensor:
     event = math.prod(x.shape[1:])
     full_event = isinstance(p, Independent) and p.batch_shape == (b * k,) and \
         math.prod(p.event_shape) == event
-    if full_event and isinstance(base, Bernoulli) and type(base).log_prob is Bernoulli.log_prob:
-        logits = base.logits.reshape(b, k, event)
-        xf = x.reshape(b, event, 1).to(logits.dtype)
-        xl = torch.bmm(logits, xf).squeeze(2)                              # (b, k)
-        return xl - F.softplus(logits).sum(2)
+    if full_event and isinstance(p, BernoulliImage):
+        return bernoulli_log_prob(base.logits.reshape(b, k, event), x.reshape(b, event))
     if full_event and type(base) is Normal:
         loc = base.loc.reshape(b, k, event)
         scale = base.scale.reshape(b, k, event)
