@@ -358,7 +358,7 @@ def train(model, dataset, *, epochs: int = 10, batch_size: int = 100, lr: float 
                     terms = net(x, y, **kw)
                 loss = terms.pop("loss")
                 opt.zero_grad()  # to None: backward then hands its gradient tensors over, no copy
-                ok = bool(torch.isfinite(loss))
+                ok = math.isfinite(loss.item())
                 if ok:
                     scaler.scale(loss).backward()
                     scaler.unscale_(opt)
@@ -366,7 +366,7 @@ def train(model, dataset, *, epochs: int = 10, batch_size: int = 100, lr: float 
                     norm = nn.utils.get_total_norm(grads)
                     if clip_grad:
                         nn.utils.clip_grads_with_norm_(parameters, clip_grad, norm)
-                    ok = bool(torch.isfinite(norm))
+                    ok = math.isfinite(norm.item())
                 if ok:
                     scaler.step(opt)
                     scaler.update()

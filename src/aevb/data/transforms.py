@@ -18,7 +18,9 @@ def binarize(x: Tensor, generator: torch.Generator | None = None) -> Tensor:
     words = torch.empty((n + 1) // 2, dtype=torch.int64, device=x.device)
     words.random_(-(2 ** 63), None, generator=generator)  # 64 uniform random bits each
     u = words.view(torch.int32)[:n].view(x.shape) & 0xFFFFFF
-    return (u < x * 2.0 ** 24).to(x.dtype)
+    # u < p 2^24 <=> u < ceil(p 2^24) for integer u: compared as integers, written as floats
+    # (the same draws as a float comparison, in one kernel instead of three)
+    return torch.lt(u, (x * 2.0 ** 24).ceil_().to(torch.int32), out=torch.empty_like(x))
 
 
 def salt_and_pepper(x: Tensor, rate: float, generator: torch.Generator | None = None) -> Tensor:
