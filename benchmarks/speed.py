@@ -501,6 +501,13 @@ def _variants(name):
                 yield
         return ("Gaussian KL from (mu, log-variance) [library]",
                 "torch.distributions Normal KL (from the standard deviations)", None, normal_kl, {})
+    if name == "grad_norm":
+        import aevb.training as T
+        init = T._GradNorm.__init__
+        late = lambda self, parameters, early: init(self, parameters, False)  # noqa: E731
+        return ("gradient norms taken as autograd stores each gradient [library]",
+                "nn.utils.get_total_norm after backward", None,
+                lambda: _patched(T._GradNorm, "__init__", late), {})
     if name == "flat_grads":
         flat = _FlatGradients()
         return ("gradients handed over by autograd, zero_grad to None [library]",
@@ -528,7 +535,7 @@ def _variants(name):
     raise ValueError(f"unknown experiment {name!r}")
 
 
-EXPERIMENTS = ("adam_foreach", "compile", "threads", "bf16", "bernoulli", "kl", "reuse_grads", "flat_grads",
+EXPERIMENTS = ("adam_foreach", "compile", "threads", "bf16", "bernoulli", "kl", "grad_norm", "reuse_grads", "flat_grads",
                "fused_relu", "binarize", "small_onednn", "mkl_train", "malloc", "eval_onednn")
 
 

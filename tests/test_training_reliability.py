@@ -14,7 +14,7 @@ import torch
 
 from aevb import VAE, data, train
 from aevb.serialization import load_tensors
-from aevb.training import TrainingError
+from aevb.training import TrainingError, _GradNorm
 
 SHAPE = (1, 8, 8)
 
@@ -125,6 +125,18 @@ def test_non_finite_steps_are_skipped_and_counted(digits, tmp_path):
     assert lr == 3e-3  # a few isolated skips leave the learning rate alone
     assert all(torch.isfinite(p).all() for p in run.model.parameters())
     assert all(torch.isfinite(torch.tensor(v)) for r in run.history for k, v in r.items())
+
+
+def test_gradient_norm_taken_during_backward_equals_the_norm_after_it(digits, tmp_path):
+    model = fresh()
+    params = list(model.parameters())
+    with _GradNorm(params, early=True) as early:
+        model.objective(digits.train.x[:100])["loss"].backward()
+        got = early()
+    assert torch.allclose(got, torch.nn.utils.get_total_norm([p.grad for p in params]), rtol=1e-6)
+    assert got > 0 and not early.norms  # each norm used once
+    run = fit(fresh(), digits, tmp_path / "r", epochs=1, clip_grad=0.5)
+    assert all(not p._post_accumulate_grad_hooks for p in params + list(run.model.parameters()))
 
 
 def test_repeated_skips_halve_the_learning_rate(digits, tmp_path):

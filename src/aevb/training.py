@@ -227,6 +227,37 @@ def prepare_run_dir(out, resume: bool, overwrite: bool, need_bytes: int) -> Path
     return out
 
 
+class _GradNorm:
+    """The norm of all gradients, sqrt(sum_p |g_p|^2), for clipping and the non-finite check.
+
+    With `early`, a hook takes each |g_p| the moment autograd stores g_p, while it is still
+    in cache: 3% faster per training step than a pass over all gradients after backward
+    (MLP VAE, batch 100; benchmarks/README.md). The hooks are removed on exit."""
+
+    def __init__(self, parameters: list, early: bool):
+        self.parameters, self.early, self.norms, self.hooks = parameters, early, {}, []
+
+    def __enter__(self):
+        if self.early:
+            for i, p in enumerate(self.parameters):
+                self.hooks.append(p.register_post_accumulate_grad_hook(
+                    lambda p, i=i: self.norms.__setitem__(i, torch.linalg.vector_norm(p.grad))))
+        return self
+
+    def __exit__(self, *exc):
+        for h in self.hooks:
+            h.remove()
+
+    def __call__(self) -> torch.Tensor:
+        """The norm of the gradients of the last backward (in parameter order, as
+        nn.utils.get_total_norm)."""
+        if not self.early:
+            return nn.utils.get_total_norm([p.grad for p in self.parameters if p.grad is not None])
+        norms = [self.norms[i] for i in sorted(self.norms)]
+        self.norms.clear()
+        return torch.linalg.vector_norm(torch.stack(norms)) if norms else torch.zeros(())
+
+
 class _StopFlag:
     """Turns SIGINT / SIGTERM into a flag checked between steps, so that the loop can save a
     checkpoint and return instead of dying mid-write."""
@@ -336,7 +367,9 @@ def train(model, dataset, *, epochs: int = 10, batch_size: int = 100, lr: float 
             save_checkpoint(run.dir / "checkpoint.safetensors", model, opt,
                             {**state, "history": run.history}, rng)
 
-    with _StopFlag() as stop:
+    # gradients that change after autograd stores them (DDP averages them, fp16 unscales
+    # them) are normed after backward; all others as they are stored
+    with _StopFlag() as stop, _GradNorm(parameters, early=not ctx.distributed and precision != "fp16") as grad_norm:
         while state["epoch"] < epochs:
             epoch = state["epoch"]
             model.train()
@@ -362,8 +395,7 @@ def train(model, dataset, *, epochs: int = 10, batch_size: int = 100, lr: float 
                 if ok:
                     scaler.scale(loss).backward()
                     scaler.unscale_(opt)
-                    grads = [p.grad for p in parameters if p.grad is not None]
-                    norm = nn.utils.get_total_norm(grads)
+                    norm = grad_norm()
                     if clip_grad:
                         nn.utils.clip_grads_with_norm_(parameters, clip_grad, norm)
                     ok = math.isfinite(norm.item())
