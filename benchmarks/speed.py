@@ -453,10 +453,9 @@ def _variants(name):
     import torch
     from torch.distributions import Bernoulli, Independent, Normal
     import aevb.nets.linear as L
+    import aevb.training as T
     nothing = contextlib.nullcontext
     if name == "adam_foreach":
-        import aevb.training as T
-
         def foreach(opt_name, params, lr):
             return torch.optim.Adam(params, lr=lr, foreach=True)
         return ("Adam(fused=True) [library]", "Adam(foreach=True)", None,
@@ -502,7 +501,6 @@ def _variants(name):
         return ("Gaussian KL from (mu, log-variance) [library]",
                 "torch.distributions Normal KL (from the standard deviations)", None, normal_kl, {})
     if name == "grad_norm":
-        import aevb.training as T
         init = T._GradNorm.__init__
         late = lambda self, parameters, early: init(self, parameters, False)  # noqa: E731
         return ("gradient norms taken as autograd stores each gradient [library]",
