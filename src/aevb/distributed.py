@@ -4,6 +4,7 @@ Each rank trains on a disjoint shard of every global batch, gradients are averag
 DistributedDataParallel, metrics are summed across ranks, and only rank 0 writes files."""
 from __future__ import annotations
 
+import atexit
 import os
 from dataclasses import dataclass
 
@@ -46,9 +47,17 @@ def setup(device: str | None = "auto") -> Context:
         if dev.type == "cuda":
             torch.cuda.set_device(dev)
         dist.init_process_group("nccl" if dev.type == "cuda" else "gloo")
+        # leave the group before the interpreter tears down: a gloo group destroyed at
+        # process exit can abort with "terminate called without an active exception"
+        atexit.register(_leave)
     if dist.is_initialized():
         return Context(dist.get_rank(), dist.get_world_size(), dev)
     return Context(0, 1, dev)
+
+
+def _leave() -> None:
+    if dist.is_initialized():
+        dist.destroy_process_group()
 
 
 def all_sum(values: dict, ctx: Context) -> dict:
