@@ -3,8 +3,8 @@
 - Threads. The OpenMP threads of one PyTorch kernel wait for each other. An idle thread
   spins for GOMP_SPINCOUNT iterations, then sleeps and must be woken for the next kernel.
   * On a free machine, waking is the cost: a training step runs ~100 kernels separated by
-    a few to a few hundred microseconds of Python, and with a short spin (1,000) the MLP
-    VAE at batch 100 ran 10-25% slower than with 30,000. aevb sets GOMP_SPINCOUNT=30000
+    a few to a few hundred microseconds of Python, and with a short spin (1,000) training
+    the MLP VAE at batch 100 took 1.3x as long as with 30,000 (benchmarks/README.md). aevb sets GOMP_SPINCOUNT=30000
     (libgomp's own default is 300,000); it acts only if set before torch is first imported,
     and a value the user set for OMP_WAIT_POLICY or GOMP_SPINCOUNT wins.
   * When another process keeps a CPU busy, spinning is the cost: a thread that shares its

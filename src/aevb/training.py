@@ -29,10 +29,9 @@ import torch
 from torch import nn
 
 from . import data as data_mod
-from . import distributed
+from . import distributed, runtime
 from .evaluation import elbo_terms
 from .models.base import load_state
-from . import runtime
 from .serialization import CheckpointError, atomic_write, load_tensors, save_tensors, write_json
 
 OPTIMIZERS = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW, "rmsprop": torch.optim.RMSprop,
