@@ -80,7 +80,7 @@ def test_signal_saves_mid_epoch_and_resume_is_exact(digits, tmp_path, sig):
     old = signal.getsignal(sig)
     run = fit(fresh(SignalAt, at=22, sig=sig), digits, tmp_path / "cut", **opts)
     assert signal.getsignal(sig) is old  # handlers restored
-    assert run.stopped == "signal" and len(run.history) == 1
+    assert run.stopped == signal.Signals(sig).name and len(run.history) == 1
     _, meta = load_tensors(tmp_path / "cut" / "checkpoint.safetensors")
     assert (meta["trainer"]["epoch"], meta["trainer"]["step"], meta["trainer"]["global_step"]) == (1, 8, 23)
     fit(fresh(), digits, tmp_path / "cut", resume=True, **opts)

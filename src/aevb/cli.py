@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import signal
 import sys
 from pathlib import Path
 
@@ -59,8 +60,8 @@ def cmd_train(args) -> int:
     run, ds = config_mod.train_config(cfg, progress=not args.no_progress, overwrite=args.overwrite,
                                       resume=args.resume)
     if run.stopped:
-        print(f"stopped by signal; checkpoint saved. Continue with: aevb train --resume --out {cfg.out}")
-        return 130
+        print(f"stopped by {run.stopped}; checkpoint saved. Continue with: aevb train --resume --out {cfg.out}")
+        return 128 + signal.Signals[run.stopped]  # the shell's convention: 130 SIGINT, 143 SIGTERM
     if not args.no_figures:
         _figures(run, ds)
     last = run.last

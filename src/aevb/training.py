@@ -49,7 +49,7 @@ class Run:
     model: nn.Module
     dir: Path | None
     history: list[dict] = field(default_factory=list)
-    stopped: str | None = None  # "signal" if a SIGINT/SIGTERM ended it early
+    stopped: str | None = None  # "SIGINT" / "SIGTERM" if a signal ended it early
 
     @property
     def last(self) -> dict:
@@ -420,7 +420,7 @@ def train(model, dataset, *, epochs: int = 10, batch_size: int = 100, lr: float 
             if stop.raised is not None and state["step"] < steps_per_epoch:
                 state["sums"] = {k: float(v) for k, v in sums.items()}
                 checkpoint()
-                run.stopped = "signal"
+                run.stopped = signal.Signals(stop.raised).name
                 break
             totals = distributed.all_sum({k: float(v) for k, v in sums.items()}, ctx)
             n = totals.pop("n", 1.0)
@@ -448,7 +448,7 @@ def train(model, dataset, *, epochs: int = 10, batch_size: int = 100, lr: float 
                 for cb in callbacks:
                     cb(run, record)
             if stop.raised is not None:
-                run.stopped = "signal"
+                run.stopped = signal.Signals(stop.raised).name
                 break
     bar.close()
     if writer is not None:
