@@ -29,7 +29,8 @@ What is measured (details in benchmarks/README.md):
   peer and aevb's fraction of the matmul rate are taken within each round and their median
   reported: on a shared VM the speed of the machine drifts by tens of percent over minutes,
   so only numbers measured close together are compared;
-- --tried: A/B experiments on the MLP at batch 100, interleaved, medians.
+- --tried: A/B experiments on the MLP at batch 100 (channels_last: the conv VAE),
+  interleaved, medians.
 
 Every measurement records the load average and the share of the CPUs that other
 processes used while it ran: numbers taken on a busy machine are marked as such.
@@ -527,6 +528,9 @@ def _variants(name):
     if name == "small_onednn":
         return ("MKL for layers with <= 32 inputs [library]", "oneDNN for every layer", None,
                 lambda: _patched(L, "SMALL", 0), {})
+    if name == "channels_last":  # on the conv VAE (CONV_EXPERIMENTS)
+        return ("NCHW [library]", "channels-last (model.to(memory_format=torch.channels_last))",
+                lambda m: m.to(memory_format=torch.channels_last), nothing, {})
     if name == "mkl_train":
         return ("oneDNN linear forward+backward [library]", "F.linear (MKL sgemm)", None,
                 lambda: _onednn(False), {})
@@ -534,19 +538,22 @@ def _variants(name):
 
 
 EXPERIMENTS = ("adam_foreach", "compile", "threads", "bf16", "bernoulli", "kl", "grad_norm", "reuse_grads", "flat_grads",
-               "fused_relu", "binarize", "small_onednn", "mkl_train", "malloc", "eval_onednn")
+               "fused_relu", "binarize", "small_onednn", "mkl_train", "channels_last", "malloc", "eval_onednn")
+CONV_EXPERIMENTS = {"channels_last": (32, 64)}  # run on the conv VAE with these channels, not the MLP
 
 
 def w_ab(spec):
-    """Library (A) against one change (B) on the MLP at batch 100: one model each, a warm-up
-    epoch each, then `rounds` rounds of one epoch each, alternating the order (ABBA...)."""
+    """Library (A) against one change (B) on the MLP (the conv VAE for CONV_EXPERIMENTS) at
+    batch 100: one model each, a warm-up epoch each, then `rounds` rounds of one epoch each,
+    alternating the order (ABBA...)."""
     torch = _setup(spec)
     ds = _load(spec)
     label_a, label_b, setup_b, ctx_b, kw_b = _variants(spec["experiment"])
+    net = ("conv", CONV_EXPERIMENTS[spec["experiment"]]) if spec["experiment"] in CONV_EXPERIMENTS else ("mlp", (400, 400))
     torch.manual_seed(0)
-    a = _model(ds)
+    a = _model(ds, *net)
     torch.manual_seed(0)
-    b = _model(ds)
+    b = _model(ds, *net)
     b = setup_b(b) if setup_b else b
     arms = {"A": (a, contextlib.nullcontext, {}), "B": (b, ctx_b, kw_b)}
     warm = {}
@@ -570,7 +577,7 @@ def w_ab(spec):
         for arm in (("A", "B") if r % 2 == 0 else ("B", "A")):
             ips[arm].append(one(arm))
     ma, mb = median(ips["A"]), median(ips["B"])
-    return {"experiment": spec["experiment"], "a": label_a, "b": label_b,
+    return {"experiment": spec["experiment"], "net": net[0], "a": label_a, "b": label_b,
             "a_images_per_s": ips["A"], "b_images_per_s": ips["B"], "a_median": ma, "b_median": mb,
             "ratio_b_over_a": mb / ma, "warmup_seconds": warm, "threads": torch.get_num_threads(),
             # each arm trained 1 + rounds epochs from the same initialization: a sanity check
@@ -887,13 +894,15 @@ def main(argv=None):
                                                            "rounds": max(3, rounds // 2)}))
             else:
                 out["tried"].append(run_worker("ab", {**base, "experiment": name, "rounds": rounds}))
-        say("\n## What we tried (MLP 784-400-400-20, batch 100; medians of interleaved runs, images/s)")
+        say("\n## What we tried (MLP 784-400-400-20, batch 100, unless marked [conv]; medians of "
+            "interleaved runs, images/s)")
         say(f"{'change (B) vs library (A)':<58}{'A':>9}{'B':>9}{'B/A':>7}{'ELBO A':>9}{'ELBO B':>9}")
         for r in out["tried"]:
             if "a_median" not in r or r.get("a_median") is None:
                 say(f"{r.get('experiment', '?'):<58}  failed: {r.get('error')}")
                 continue
-            say(f"{r['b'][:57]:<58}{fmt(r['a_median']):>9}{fmt(r['b_median']):>9}"
+            label = ("[conv] " if r.get("net") == "conv" else "") + r["b"]
+            say(f"{label[:57]:<58}{fmt(r['a_median']):>9}{fmt(r['b_median']):>9}"
                 f"{fmt(r.get('ratio_b_over_a'), 2):>7}{fmt(r.get('a_test_elbo'), 1):>9}"
                 f"{fmt(r.get('b_test_elbo'), 1):>9}  [{busy_note(r)}]")
 
