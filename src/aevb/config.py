@@ -162,12 +162,14 @@ def make_config(path=None, **overrides) -> Config:
 
 
 def _check(cfg: Config) -> None:
-    positive = {"epochs": cfg.epochs >= 0, "batch_size": cfg.batch_size >= 1, "lr": cfg.lr > 0,
-                "latent_dim": cfg.latent_dim >= 1, "beta": cfg.beta >= 0,
-                "noise": 0 <= cfg.noise <= 1, "warmup_epochs": cfg.warmup_epochs >= 0}
-    for key, ok in positive.items():
+    ranges = {"epochs": (cfg.epochs >= 0, "0 or more"), "batch_size": (cfg.batch_size >= 1, "1 or more"),
+              "lr": (cfg.lr > 0, "a positive number"), "latent_dim": (cfg.latent_dim >= 1, "1 or more"),
+              "beta": (cfg.beta >= 0, "0 or more"), "noise": (0 <= cfg.noise <= 1, "between 0 and 1"),
+              "warmup_epochs": (cfg.warmup_epochs >= 0, "0 or more")}
+    for key, (ok, expected) in ranges.items():
         if not ok:
-            raise ConfigError(f"config key {key!r} has an invalid value {getattr(cfg, key)!r}")
+            raise ConfigError(f"config key {key!r} has an invalid value {getattr(cfg, key)!r}; "
+                              f"expected {expected}")
     if cfg.binarize not in ("none", "static", "dynamic"):
         raise ConfigError(f"config key 'binarize': expected none, static or dynamic, got {cfg.binarize!r}")
     if cfg.clip_grad is not None and not cfg.clip_grad > 0:
