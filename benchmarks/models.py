@@ -161,7 +161,7 @@ def exp_auc(args):
     full = load(args)
     for digit in args.digits:
         ds = load(args)
-        ds.train = uses.keep_classes(ds.train, [digit], exclude=True)
+        ds.train = data.keep_classes(ds.train, [digit], exclude=True)
         for kind in ("vae", "autoencoder"):
             torch.manual_seed(args.seed)
             model = (VAE((1, 28, 28), 20, hidden=(400, 400)) if kind == "vae"

@@ -148,9 +148,22 @@ def test_inverted_digits_are_anomalous(digits, vae):
 
 
 def test_keep_classes(digits):
-    s = uses.keep_classes(digits.test, [9], exclude=True)
+    s = data.keep_classes(digits.test, [9], exclude=True)
     assert len(s) > 0 and not (s.y == 9).any()
-    assert (uses.keep_classes(digits.test, [3, 4]).y >= 3).all()
+    assert (data.keep_classes(digits.test, [3, 4]).y >= 3).all()
+
+
+def test_load_only_some_classes(digits):
+    ds = data.load("digits", classes=[0, 1, 2, 3, 4, 5, 6, 7, 8], limit=300)
+    for part, full in (("train", digits.train), ("test", digits.test)):
+        split = getattr(ds, part)
+        assert len(split) == 300 and 0 < int(split.y.max()) <= 8  # labels keep their values
+        kept = full[full.y != 9]
+        i = torch.nonzero((kept.x.flatten(1)[:, None] == split.x.flatten(1)[None]).all(-1))[:, 0]
+        assert len(i.unique()) == 300  # the images are the dataset's own, each kept once
+    assert ds.num_classes == 10
+    with pytest.raises(data.DataError, match=r"classes \[12\] have no images .*labels: 0, 1, 2"):
+        data.load("digits", classes=[3, 12])
 
 
 # ----------------------------------------------------------------------------- image files
@@ -191,6 +204,7 @@ def runs(tmp_path_factory):
     assert main(["train", *common, "--out", str(root / "vae")]) == 0
     assert main(["train", *common, "--conditional", "--out", str(root / "cvae")]) == 0
     assert main(["train", *common, "--model", "autoencoder", "--out", str(root / "ae")]) == 0
+    assert main(["train", *common, "--classes", "0,1,2,3,4,5,6,7,8", "--out", str(root / "no9")]) == 0
     return root
 
 
@@ -219,6 +233,20 @@ def test_score_command(runs, tmp_path, capsys):
                  "-o", str(tmp_path / "s4.csv")]) == 0
     res = last_json(capsys)
     assert "p_background" in res["score"] and 0 <= res["auc"] <= 1
+
+
+def test_held_out_class_workflow(runs, tmp_path, capsys):
+    """Train without the 9s (config key `classes`), then score every test image: the 9s are
+    the anomalies, and the run's own test ELBO was measured without them."""
+    test = data.load("digits").test
+    assert json.loads((runs / "no9" / "config.json").read_text())["classes"] == list(range(9))
+    assert main(["score", str(runs / "no9"), "--anomaly-classes", "9", "--samples", "5", "--ratio",
+                 "-o", str(tmp_path / "s.csv")]) == 0
+    res = last_json(capsys)
+    assert res["n"] == len(test) and res["n_anomalous"] == int((test.y == 9).sum()) > 0
+    assert main(["eval", str(runs / "no9"), "--nll-samples", "0", "--no-progress"]) == 0
+    res = json.loads((runs / "no9" / "eval.json").read_text())
+    assert res["n"] == int((test.y != 9).sum()) and res["classes"] == list(range(9))
 
 
 def test_impute_command(runs, tmp_path, capsys):

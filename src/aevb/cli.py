@@ -133,7 +133,7 @@ def _sample_special(args, model) -> int:
         if cfg is None:
             raise config_mod.ConfigError(f"--gmm: {args.run} has no run config.json naming its "
                                          "dataset; pass a run directory")
-        train_split = uses.load_images(cfg.dataset, cfg, split="train")
+        train_split = uses.run_images(cfg, "train")
         sampler = samplers.GMMSampler.fit(model, train_split, args.gmm, seed=args.seed)
         if Path(args.run).is_dir():
             print(sampler.save(Path(args.run) / f"gmm-{args.gmm}"))
@@ -200,7 +200,7 @@ def cmd_score(args) -> int:
     if args.ratio:
         if cfg is None:
             raise config_mod.ConfigError("--ratio needs the run's training images: pass a run directory")
-        background = uses.PixelBackground.fit(uses.load_images(cfg.dataset, cfg, "train").x)
+        background = uses.PixelBackground.fit(uses.run_images(cfg, "train").x)
         scores = uses.likelihood_ratio_scores(scores, split.x, background)
     name = "-log p(x)" if hasattr(model, "prior") else "-log p(x|enc(x))"
     out = {"images": spec, "split": args.split, "n": len(scores), "samples": args.samples,
@@ -219,7 +219,7 @@ def cmd_score(args) -> int:
         reference = cfg.dataset
     if reference and reference != "none":
         ref = uses.load_images(reference, cfg, "test", args.data_dir if args.images is None else None,
-                               args.limit)
+                               args.limit, classes=cfg.classes if cfg and reference == cfg.dataset else None)
         ref_scores = uses.anomaly_scores(model, ref.x, samples=args.samples, seed=args.seed)
         if background is not None:
             ref_scores = uses.likelihood_ratio_scores(ref_scores, ref.x, background)
@@ -265,7 +265,7 @@ def cmd_impute(args) -> int:
            "iterations": args.iterations, "mse_missing": float(err.mean()),
            "mse_missing_se": float(err.std() / len(err) ** 0.5) if len(err) > 1 else None}
     if cfg is not None:
-        mean_image = uses.load_images(cfg.dataset, cfg, "train").x.mean(0, keepdim=True)
+        mean_image = uses.run_images(cfg, "train").x.mean(0, keepdim=True)
         if mean_image.shape[1:] == x.shape[1:]:
             naive = torch.where(mask, mean_image.expand_as(x), x)
             out["mse_missing_mean_image"] = float(uses.missing_error(naive, x, mask).mean())
@@ -338,8 +338,8 @@ def cmd_eval(args) -> int:
                               progress=bar.update)
     bar.close()
     res["seconds"]["total"] = round(time.perf_counter() - t, 3)
-    res = {"run": str(run.dir), "dataset": ds.name, "split": "test", "binarize": ds.binarize,
-           "aevb": __version__, "date": datetime.datetime.now().isoformat(timespec="seconds"),
+    res = {"run": str(run.dir), "dataset": ds.name, "classes": run.config.get("classes"),
+           "split": "test", "binarize": ds.binarize, "aevb": __version__, "date": datetime.datetime.now().isoformat(timespec="seconds"),
            **res}
     out = Path(args.output) if args.output else run.dir / "eval.json"
     out.write_text(json.dumps(res, indent=2) + "\n")

@@ -28,6 +28,7 @@ class Config:
     data_dir: str | None = None       # read the dataset's files from here instead of downloading
     binarize: str = "dynamic"         # none | static | dynamic
     limit: int | None = None          # keep N images of each split (a fixed random choice)
+    classes: list[int] | None = None  # keep only images with these labels (e.g. train on 0-8, score 9)
     image_size: int | None = None     # resize folder datasets to this size
     channels: int | None = None       # 1 or 3 for folder datasets
     # model
@@ -195,7 +196,8 @@ def load_dataset(cfg: Config):
     from . import data
     kw = {k: getattr(cfg, k) for k in ("image_size", "channels") if getattr(cfg, k) is not None}
     try:
-        return data.load(cfg.dataset, binarize=cfg.binarize, data_dir=cfg.data_dir, limit=cfg.limit, **kw)
+        return data.load(cfg.dataset, binarize=cfg.binarize, data_dir=cfg.data_dir, limit=cfg.limit,
+                         classes=cfg.classes, **kw)
     except data.DataError:
         raise
     except ValueError as e:  # a setting the dataset does not take (e.g. image_size for digits)

@@ -88,7 +88,7 @@ def open_run(run_dir, load_model: bool = True) -> RunFiles:
 
 
 def run_dataset(config: dict, data_dir: str | None = None):
-    """The dataset named by a run's config (with its binarization, data_dir and limit);
+    """The dataset named by a run's config (with its binarization, data_dir, limit and classes);
     `data_dir` overrides where the files are."""
     from . import config as config_mod
     values = {k: v for k, v in config.items() if k in config_mod.FIELDS}

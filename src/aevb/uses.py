@@ -40,11 +40,13 @@ def run_config(run):
         return None  # a model directory written by Model.save: a model config, not a run's
 
 
-def load_images(spec: str, cfg=None, split: str = "test", data_dir=None, limit: int | None = None) -> Split:
+def load_images(spec: str, cfg=None, split: str = "test", data_dir=None, limit: int | None = None,
+                classes=None) -> Split:
     """Images named by `spec`: a file (.npz with x_test / x / images arrays, or an IDX file
     such as t10k-images-idx3-ubyte.gz, labels read from its -labels- sibling when there) or a
-    registered dataset name (its `split`). Binarized as the run's data was (`cfg.binarize`;
-    once, with the fixed evaluation seed)."""
+    registered dataset name (its `split`; all its classes, not the run's `classes`, unless
+    `classes` is given). Binarized as the run's data was (`cfg.binarize`; once, with the
+    fixed evaluation seed)."""
     from . import config as config_mod
     from .data import EVAL_BINARIZE_SEED, subset, transforms
     binarize = cfg.binarize if cfg is not None else "none"
@@ -58,13 +60,18 @@ def load_images(spec: str, cfg=None, split: str = "test", data_dir=None, limit: 
         raise DataError(f"split must be 'train' or 'test', got {split!r}")
     base = cfg if cfg is not None else config_mod.Config()
     same = cfg is not None and spec == cfg.dataset
-    c = dataclasses.replace(base, dataset=spec, binarize=binarize, limit=limit,
+    c = dataclasses.replace(base, dataset=spec, binarize=binarize, limit=limit, classes=classes,
                             data_dir=data_dir or (base.data_dir if same else None))
     ds = config_mod.load_dataset(c)
     s = getattr(ds, split)
     if split == "train" and binarize == "dynamic":  # the train split is kept gray for dynamic draws
         s = Split(transforms.binarize(s.x, torch.Generator().manual_seed(EVAL_BINARIZE_SEED)), s.y)
     return s
+
+
+def run_images(cfg, split: str = "train") -> Split:
+    """The run's own images: its dataset's `split`, only its `classes`, binarized as above."""
+    return load_images(cfg.dataset, cfg, split, classes=cfg.classes)
 
 
 def _read_image_file(path: Path, split: str) -> tuple[Tensor, Tensor | None]:
@@ -187,14 +194,6 @@ def likelihood_ratio_scores(scores: Tensor, x: Tensor, background: PixelBackgrou
     """-log p(x) + log p_background(x): how much less likely x is under the model than under
     the structure-free background (higher = more anomalous)."""
     return scores + background.log_prob(x)
-
-
-def keep_classes(split: Split, classes, exclude: bool = False) -> Split:
-    """The images of `split` whose label is (not, with `exclude`) in `classes`."""
-    if split.y is None:
-        raise DataError("this split has no labels to select classes by")
-    keep = torch.isin(split.y, torch.as_tensor(list(classes)))
-    return split[~keep if exclude else keep]
 
 
 # ----------------------------------------------------------------------------- imputation

@@ -22,7 +22,7 @@ from .registry import DATASETS, available, describe, load_arrays
 from . import transforms
 from .transforms import BINARIZE, salt_and_pepper
 
-__all__ = ["Dataset", "Split", "load", "subset", "DATASETS", "DataError", "DataWarning", "available",
+__all__ = ["Dataset", "Split", "load", "subset", "keep_classes", "DATASETS", "DataError", "DataWarning", "available",
            "describe", "salt_and_pepper"]
 
 EVAL_BINARIZE_SEED = 1234  # the fixed seed of static binarization and of the test set
@@ -76,6 +76,19 @@ class Dataset:
             yield (transforms.binarize(x) if dynamic else x), y
 
 
+def _classes(split: Split, classes, name: str, part: str) -> Split:
+    """`keep_classes`, with errors that name the dataset and the labels it has."""
+    if split.y is None:
+        raise DataError(f"dataset {name!r} has no labels, so 'classes' cannot select images; "
+                        "remove the classes setting")
+    have = torch.unique(split.y).tolist()
+    missing = [c for c in classes if c not in have]
+    if missing:
+        raise DataError(f"classes {missing} have no images in the {part} split of {name!r} "
+                        f"(its labels: {', '.join(map(str, have))})")
+    return keep_classes(split, classes)
+
+
 def subset(split, n: int | None, seed: int = 0):
     """`n` images of `split` chosen at random with `seed`, kept in their order (a test split
     may be sorted by label, so its first images are not a fair sample); all if n is None or
@@ -86,12 +99,23 @@ def subset(split, n: int | None, seed: int = 0):
     return split[torch.randperm(len(split), generator=g)[:n].sort().values]
 
 
+def keep_classes(split: Split, classes, exclude: bool = False) -> Split:
+    """The images of `split` whose label is (not, with `exclude`) in `classes`."""
+    if split.y is None:
+        raise DataError("this split has no labels to select classes by")
+    keep = torch.isin(split.y, torch.as_tensor(list(classes)))
+    return split[~keep if exclude else keep]
+
+
 def load(name: str = "digits", binarize: str = "none", data_dir=None, download: bool = True,
-         limit: int | None = None, *, image_size: int | None = None, channels: int | None = None,
-         test_fraction: float = 0.1, seed: int = 0, progress: bool = True) -> Dataset:
+         limit: int | None = None, *, classes=None, image_size: int | None = None,
+         channels: int | None = None, test_fraction: float = 0.1, seed: int = 0,
+         progress: bool = True) -> Dataset:
     """Load dataset `name` (see `describe()`), optionally from local files in `data_dir`.
 
-    `limit` keeps `limit` images of each split, a fixed random choice kept in order (for
+    `classes` keeps only the images with these labels, in both splits (e.g. train on the
+    digits 0-8 and score the held-out 9s as anomalies); labels keep their values.
+    `limit` then keeps `limit` images of each split, a fixed random choice kept in order (for
     quick experiments; a split sorted by label keeps every label). For
     "folder:PATH": `image_size` (default 64) and `channels` (1 or 3, default 3) set the
     image shape, and `test_fraction` of the images (seeded by `seed`) form the test split."""
@@ -103,8 +127,10 @@ def load(name: str = "digits", binarize: str = "none", data_dir=None, download: 
     splits = {}
     for part in ("train", "test"):
         x, y = arrays[part]
-        x, y = torch.as_tensor(x), None if y is None else torch.as_tensor(y).long()
-        split = subset(Split(x, y), limit)
+        split = Split(torch.as_tensor(x), None if y is None else torch.as_tensor(y).long())
+        if classes is not None:
+            split = _classes(split, classes, name, part)
+        split = subset(split, limit)
         x, y = split.x, split.y
         splits[part] = Split(x.float().div_(255.0) if x.dtype == torch.uint8 else x.float(), y)
     ds = Dataset(name, splits["train"], splits["test"], binarize, arrays.get("num_classes", 0),
