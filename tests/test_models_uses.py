@@ -166,6 +166,14 @@ def test_load_only_some_classes(digits):
         data.load("digits", classes=[3, 12])
 
 
+def test_classes_of_an_unlabelled_dataset_are_refused(tmp_path):
+    x = np.zeros((4, 8, 8), dtype=np.uint8)
+    np.savez(tmp_path / "u.npz", x_train=x, x_test=x)
+    assert data.load(f"npz:{tmp_path / 'u.npz'}").train.y is None
+    with pytest.raises(data.DataError, match="has no labels, so 'classes' cannot select"):
+        data.load(f"npz:{tmp_path / 'u.npz'}", classes=[1])
+
+
 # ----------------------------------------------------------------------------- image files
 def write_idx(path, arr: np.ndarray):
     header = bytes([0, 0, 0x08, arr.ndim]) + b"".join(int(d).to_bytes(4, "big") for d in arr.shape)

@@ -339,8 +339,8 @@ def cmd_eval(args) -> int:
     bar.close()
     res["seconds"]["total"] = round(time.perf_counter() - t, 3)
     res = {"run": str(run.dir), "dataset": ds.name, "classes": run.config.get("classes"),
-           "split": "test", "binarize": ds.binarize, "aevb": __version__, "date": datetime.datetime.now().isoformat(timespec="seconds"),
-           **res}
+           "split": "test", "binarize": ds.binarize, "aevb": __version__,
+           "date": datetime.datetime.now().isoformat(timespec="seconds"), **res}
     out = Path(args.output) if args.output else run.dir / "eval.json"
     out.write_text(json.dumps(res, indent=2) + "\n")
     print(evaluation.format_table(res))
