@@ -867,6 +867,12 @@ def main(argv=None):
             if "error" in r:
                 say(f"{n}: failed: {r['error']}")
         say("(ratios and % of the matmul rate are taken within each round, then the median over rounds)")
+        frac, ratio = summary["aevb_fraction_of_matmul_rate"], summary.get("aevb_over_examples-style")
+        if frac and ratio:  # issue 6's targets for the MLP at batch 100, on these medians
+            met = {"60% of the matmul rate": frac >= 0.6, "1.5x the examples-style loop": ratio >= 1.5}
+            summary["targets_met"] = met
+            say("targets: " + "; ".join(f"{k}: {'met' if v else 'NOT met'}" for k, v in met.items())
+                + f" ({100 * frac:.0f}%, {ratio:.2f}x)")
 
     # -- quality per second
     if "quality" not in skip:
