@@ -1,4 +1,5 @@
-"""Data-parallel training for real: two CPU processes (gloo) under torchrun."""
+"""Data-parallel training for real: two CPU processes (gloo) under torchrun; device
+selection and mixed precision (on the CPU: no GPU here)."""
 import os
 import signal
 import subprocess
@@ -10,13 +11,16 @@ import pytest
 import torch
 
 import aevb
+from aevb import data, distributed
+from aevb.cli import main
 from aevb.serialization import load_tensors
+from aevb.training import TrainingError
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 import ddp_worker  # noqa: E402
 
-pytestmark = pytest.mark.skipif(not torch.distributed.is_available(), reason="torch.distributed unavailable")
+needs_dist = pytest.mark.skipif(not torch.distributed.is_available(), reason="torch.distributed unavailable")
 
 
 def torchrun(out, epochs, **kw):
@@ -31,6 +35,7 @@ def weights(path):
     return {k: v for k, v in tensors.items() if k.startswith("model.")}, meta
 
 
+@needs_dist
 def test_two_processes_match_one_process_with_the_same_global_batch(tmp_path):
     proc = torchrun(tmp_path / "ddp", 3)
     out, _ = proc.communicate(timeout=240)
@@ -48,6 +53,7 @@ def test_two_processes_match_one_process_with_the_same_global_batch(tmp_path):
     assert len((tmp_path / "ddp" / "metrics.jsonl").read_text().splitlines()) == 3
 
 
+@needs_dist
 def test_killing_one_rank_leaves_a_valid_checkpoint_that_resumes(tmp_path):
     out = tmp_path / "run"
     proc = torchrun(out, 400)
@@ -67,3 +73,48 @@ def test_killing_one_rank_leaves_a_valid_checkpoint_that_resumes(tmp_path):
     run = ddp_worker.train(model, aevb.data.load("digits", binarize="static", limit=1280), epochs=done + 1,
                            batch_size=64, lr=3e-3, out=out, resume=True, progress=False, tensorboard=False)
     assert run.last["epoch"] == done + 1 and len(run.history) == done + 1
+
+
+# ----------------------------------------------------------------------------- devices, precision
+def test_auto_device_is_the_local_ranks_gpu_when_there_is_one(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert distributed.pick_device("auto") == torch.device("cpu")
+    with pytest.raises(ValueError, match="no CUDA GPU is available; use --device cpu"):
+        distributed.pick_device("cuda")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert distributed.pick_device("auto", local_rank=3) == torch.device("cuda:3")
+    assert distributed.pick_device("cuda:1") == torch.device("cuda:1")
+    with pytest.raises(ValueError, match="unknown device 'gpu0'"):
+        distributed.pick_device("gpu0")
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the error where there is no GPU")
+def test_asking_for_a_missing_gpu_is_one_clear_error(tmp_path, capsys):
+    with pytest.raises(TrainingError, match="no CUDA GPU"):
+        aevb.train(aevb.VAE((1, 8, 8), 2, hidden=(8,)), data.load("digits"), epochs=1,
+                   device="cuda", progress=False)
+    assert main(["train", "--dataset", "digits", "--device", "cuda", "--no-progress",
+                 "--out", str(tmp_path / "r")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == "aevb train: error: device 'cuda' asked for, but no CUDA GPU is available; use --device cpu"
+
+
+@pytest.mark.parametrize("precision", ["bf16", "fp16"])
+def test_mixed_precision_trains_to_nearly_the_fp32_model(precision):
+    """Autocast (bf16; fp16 with loss scaling) on the CPU: the same run reaches nearly the
+    same test ELBO as in fp32, and the weights stay fp32."""
+    ds = data.load("digits", binarize="dynamic")
+    elbo, computed_in = {}, {}
+    for p in ("fp32", precision):
+        torch.manual_seed(0)
+        model = aevb.VAE(ds.shape, 4, hidden=(64,))
+        def hook(module, inputs, out, p=p):  # the dtype the decoder computes in while training
+            if module.training:
+                computed_in.setdefault(p, out.dtype)
+        model.decoder.register_forward_hook(hook)
+        run = aevb.train(model, ds, epochs=8, lr=3e-3, precision=p, progress=False, tensorboard=False)
+        assert all(w.dtype == torch.float32 for w in model.parameters())
+        elbo[p] = run.last["test_elbo"]
+    assert computed_in == {"fp32": torch.float32,
+                           precision: torch.bfloat16 if precision == "bf16" else torch.float16}
+    assert abs(elbo[precision] - elbo["fp32"]) < 1.0, elbo

@@ -59,7 +59,7 @@ class Config:
     noise: float = 0.0                # salt-and-pepper rate on inputs (denoising VAE)
     out: str | None = None            # run directory (default runs/<name>)
     device: str = "auto"              # auto (CUDA if present) | cpu | cuda | cuda:N
-    precision: str = "fp32"           # fp32 | bf16 | fp16 (autocast; fp16 on CUDA only)
+    precision: str = "fp32"           # fp32 | bf16 | fp16 (autocast; fp16 with loss scaling, for GPUs)
     threads: int | str | None = None  # CPU threads: auto (follow the load) | N (fixed); default: AEVB_THREADS or auto
 
     def to_dict(self) -> dict:
@@ -178,6 +178,19 @@ def _check(cfg: Config) -> None:
                           "positive number or null")
     if not all(h >= 1 for h in cfg.hidden):
         raise ConfigError(f"config key 'hidden': layer sizes must be >= 1, got {cfg.hidden!r}")
+    if cfg.precision not in ("fp32", "bf16", "fp16"):
+        raise ConfigError(f"config key 'precision': expected fp32, bf16 or fp16, got {cfg.precision!r}")
+    from . import distributed, runtime
+    try:
+        if cfg.device != "auto":  # the name only: whether the device is here is checked when training
+            distributed.parse_device(cfg.device)
+    except ValueError as e:
+        raise ConfigError(f"config key 'device': {e}") from None
+    try:
+        if cfg.threads is not None:
+            runtime.parse_threads(cfg.threads, "config key 'threads'")
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
     from .training import OPTIMIZERS
     if cfg.optimizer not in OPTIMIZERS:
         raise ConfigError(f"config key 'optimizer': unknown optimizer {cfg.optimizer!r}; choose one "

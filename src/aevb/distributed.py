@@ -32,10 +32,19 @@ def pick_device(name: str | None = "auto", local_rank: int = 0) -> torch.device:
     """`auto`: CUDA if present (the local rank's GPU), else CPU; or an explicit torch device."""
     if name in (None, "auto"):
         return torch.device(f"cuda:{local_rank}") if torch.cuda.is_available() else torch.device("cpu")
-    device = torch.device(name)
+    device = parse_device(name)
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"device {name!r} asked for, but no CUDA GPU is available; use --device cpu")
     return device
+
+
+def parse_device(name: str) -> torch.device:
+    """torch.device(name), or a ValueError that says what a device is named like."""
+    try:
+        return torch.device(name)
+    except (RuntimeError, TypeError):
+        raise ValueError(f"unknown device {name!r}; use auto, cpu, cuda or cuda:N (or another "
+                         "torch device such as mps)") from None
 
 
 def setup(device: str | None = "auto") -> Context:

@@ -103,18 +103,26 @@ def set_threads(threads: int | str = "auto", source: str = "threads") -> None:
     then repeat bit for bit, which they need not across different thread counts). The
     environment variable AEVB_THREADS sets the same at import."""
     global _FIXED, _GOVERNOR
-    if threads == "auto":
+    n = parse_threads(threads, source)
+    if n == "auto":
         _FIXED, _GOVERNOR = False, None  # a fresh governor: the current count is the ceiling
         return
+    import torch
+    torch.set_num_threads(n)
+    _FIXED = True
+
+
+def parse_threads(threads: int | str, source: str = "threads") -> int | str:
+    """"auto", or the positive thread count `threads` names; ValueError naming `source`."""
+    if threads == "auto":
+        return "auto"
     try:
         n = int(threads)
     except (TypeError, ValueError):
         n = 0
     if n < 1 or isinstance(threads, bool) or str(n) != str(threads).strip():
         raise ValueError(f"{source} must be 'auto' or a positive number of threads, got {threads!r}")
-    import torch
-    torch.set_num_threads(n)
-    _FIXED = True
+    return n
 
 
 def adapt_threads() -> int | None:

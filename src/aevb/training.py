@@ -304,7 +304,8 @@ def train(model, dataset, *, epochs: int = 10, batch_size: int = 100, lr: float 
       keeping the last good checkpoint.
     - `out`: run directory (metrics, checkpoints); None trains in memory only.
     - `device`: "auto" (CUDA if present), "cpu", "cuda:1", ...; `precision`: fp32, or bf16 /
-      fp16 autocast (fp16 with loss scaling, CUDA only).
+      fp16 autocast, weights kept in fp32 (fp16 with loss scaling; meant for GPUs, it also
+      runs on a CPU, where bf16 is the usual half precision).
     - `threads`: "auto" (on CPU, the thread count follows the machine's load) or a fixed
       count, for this process from now on (`aevb.runtime.set_threads`); None keeps the
       process's setting (AEVB_THREADS, default auto).
@@ -321,7 +322,10 @@ def train(model, dataset, *, epochs: int = 10, batch_size: int = 100, lr: float 
         raise ValueError(f"precision must be fp32, bf16 or fp16, got {precision!r}")
     if threads is not None:
         runtime.set_threads(threads)
-    ctx = distributed.setup(device)
+    try:
+        ctx = distributed.setup(device)
+    except ValueError as e:  # an unknown device, or CUDA asked for where there is none
+        raise TrainingError(str(e)) from None
     if batch_size % ctx.world_size:
         raise TrainingError(f"batch size {batch_size} must be divisible by the number of processes "
                             f"({ctx.world_size})")
