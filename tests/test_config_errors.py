@@ -77,7 +77,20 @@ def test_cli_reports_one_line_and_exit_code_2(tmp_path, capsys, argv, words):
         assert w in lines[0], (w, lines[0])
 
 
-def test_sample_count_must_be_positive(tmp_path, capsys):
-    with pytest.raises(SystemExit) as e:
-        cli.main(["sample", str(tmp_path), "-n", "0"])
-    assert e.value.code == 2 and "expected a positive integer" in capsys.readouterr().err
+@pytest.mark.parametrize("argv,words", [
+    (["sample", "R", "-n", "0"], ["-n", "expected a positive integer, got '0'"]),
+    (["sample", "R", "--gmm", "0"], ["--gmm", "positive integer"]),
+    (["sample", "R", "--per-class", "x"], ["--per-class", "positive integer, got 'x'"]),
+    (["plot", "R", "samples", "-n", "0"], ["-n", "positive integer"]),
+    (["eval", "R", "--limit", "0"], ["--limit", "positive integer"]),
+    (["eval", "R", "--batch-size", "0"], ["--batch-size", "positive integer"]),
+    (["eval", "R", "--nll-samples", "many"], ["--nll-samples", "non-negative integer, got 'many'"]),
+    (["score", "R", "--anomaly-classes", "x"], ["--anomaly-classes", "class labels such as 9 or 8,9"]),
+])
+def test_bad_numbers_in_flags_are_one_line_errors(tmp_path, capsys, argv, words):
+    with pytest.raises(SystemExit) as e:  # argparse refuses them before anything is loaded
+        cli.main([str(tmp_path) if a == "R" else a for a in argv])
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and "Traceback" not in err
+    for w in words:
+        assert w in err.strip().splitlines()[-1], (w, err)

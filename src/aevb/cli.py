@@ -85,18 +85,31 @@ def _sample_arguments(p):
     p.add_argument("-n", type=_positive_int, default=64, help="number of samples")
     p.add_argument("-o", "--output", default="samples.png", help="PNG file")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--per-class", type=int, default=None, metavar="N",
+    p.add_argument("--per-class", type=_positive_int, default=None, metavar="N",
                    help="conditional model: N samples of each class, one row per class")
-    p.add_argument("--gmm", type=int, default=None, metavar="K",
+    p.add_argument("--gmm", type=_positive_int, default=None, metavar="K",
                    help="draw codes from a K-component Gaussian mixture fitted to the codes of "
                         "the run's training images (saved in RUN/gmm-K.*) instead of the prior")
 
 
 def _positive_int(text: str) -> int:
-    n = int(text)
+    try:
+        n = int(text)
+    except ValueError:
+        n = 0
     if n < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text}")
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
     return n
+
+
+def _labels(text: str) -> list[int]:
+    try:
+        labels = [int(t) for t in text.replace(",", " ").split()]
+    except ValueError:
+        labels = []
+    if not labels:
+        raise argparse.ArgumentTypeError(f"expected class labels such as 9 or 8,9, got {text!r}")
+    return labels
 
 
 @command("sample", "draw samples from a trained model into a PNG grid")
@@ -181,7 +194,7 @@ def _score_arguments(p):
     p.add_argument("--reference", default=None,
                    help="normal images for a ROC-AUC (dataset name or file; default: the run's "
                         "own test split when IMAGES is another dataset; 'none' for no AUC)")
-    p.add_argument("--anomaly-classes", default=None, metavar="LIST",
+    p.add_argument("--anomaly-classes", type=_labels, default=None, metavar="LIST",
                    help="ROC-AUC of images of these classes (e.g. 9 or 8,9) against the other images")
     p.add_argument("--ratio", action="store_true",
                    help="score -log p(x) + log p_background(x), a likelihood ratio against "
@@ -209,7 +222,7 @@ def cmd_score(args) -> int:
     if args.anomaly_classes:
         if split.y is None:
             raise config_mod.ConfigError(f"--anomaly-classes: the images of {spec} have no labels")
-        classes = [int(c) for c in args.anomaly_classes.replace(",", " ").split()]
+        classes = args.anomaly_classes
         try:
             out.update(anomaly_classes=classes, **uses.held_out_classes_auc(scores, split.y, classes))
         except ValueError as e:
@@ -283,9 +296,12 @@ ARGUMENTS = {"train": _train_arguments, "sample": _sample_arguments, "score": _s
 
 # ----------------------------------------------------------------------------- eval
 def _count(text: str) -> int:
-    n = int(text)
+    try:
+        n = int(text)
+    except ValueError:
+        n = -1
     if n < 0:
-        raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {text}")
+        raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {text!r}")
     return n
 
 
@@ -303,10 +319,10 @@ def _eval_arguments(p):
     p.add_argument("run", help="run directory")
     p.add_argument("--nll-samples", type=_count, default=5000, metavar="K",
                    help="importance samples per image for log p(x); 0 skips it (default: 5000)")
-    p.add_argument("--limit", type=_count, default=None, metavar="N",
+    p.add_argument("--limit", type=_positive_int, default=None, metavar="N",
                    help="N test images only (a fixed random subset: a test split may be sorted)")
-    p.add_argument("--batch-size", type=_count, default=1000, help="images per batch (ELBO, codes)")
-    p.add_argument("--rows", type=_count, default=None,
+    p.add_argument("--batch-size", type=_positive_int, default=1000, help="images per batch (ELBO, codes)")
+    p.add_argument("--rows", type=_positive_int, default=None,
                    help="latent vectors per decoder call while importance sampling (default: 2000)")
     p.add_argument("--denoise", type=_rates, default=None, metavar="RATES",
                    help="also the denoising error at these salt-and-pepper rates, e.g. 0.1,0.2,0.3,0.5")
@@ -331,8 +347,8 @@ def cmd_eval(args) -> int:
                desc=f"log p(x), K={args.nll_samples}", dynamic_ncols=True, mininterval=1.0)
     t = time.perf_counter()
     res = evaluation.evaluate(run.model, ds.test, nll_samples=args.nll_samples, limit=args.limit,
-                              batch_size=max(1, args.batch_size),
-                              rows=max(1, args.rows or evaluation.DEFAULT_ROWS),
+                              batch_size=args.batch_size,
+                              rows=args.rows or evaluation.DEFAULT_ROWS,
                               seed=args.seed, denoise=args.denoise or (),
                               binarized=run.config.get("binarize", "none") != "none",
                               progress=bar.update)
@@ -362,7 +378,7 @@ def _plot_arguments(p):
     p.add_argument("run", help="run directory (for latent-sweep: a directory written by aevb sweep)")
     p.add_argument("kind", choices=[*KINDS, "latent-sweep"], help="which figure")
     p.add_argument("-o", "--output", default=None, help="PNG file (default: RUN/figures/KIND.png)")
-    p.add_argument("-n", type=_count, default=None,
+    p.add_argument("-n", type=_positive_int, default=None,
                    help="how many images (samples, recon, denoise), points (latent), grid size "
                         "(manifold) or pairs (interpolate)")
     p.add_argument("--dims", type=_dims, default=(0, 1), help="manifold: the two latent dims that vary")
