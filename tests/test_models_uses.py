@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 
+import aevb
 from aevb import data, train, uses
 from aevb.cli import main
 from aevb.evaluation import log_likelihood
@@ -164,6 +165,9 @@ def test_load_only_some_classes(digits):
     assert ds.num_classes == 10
     with pytest.raises(data.DataError, match=r"classes \[12\] have no images .*labels: 0, 1, 2"):
         data.load("digits", classes=[3, 12])
+    with pytest.raises(ValueError, match="integer labels"):
+        data.load("digits", classes="9")  # not the classes '9' (a character)
+    assert set(data.load("digits", classes=9).test.y.tolist()) == {9}
 
 
 def test_classes_of_an_unlabelled_dataset_are_refused(tmp_path):
@@ -198,9 +202,24 @@ def test_load_images_from_files(tmp_path):
         uses.load_images(str(tmp_path / "missing.npz"))
 
 
-def test_shape_mismatch_is_refused(vae):
-    with pytest.raises(data.DataError, match="shape"):
-        uses.anomaly_scores(vae, torch.rand(2, 1, 28, 28))
+def test_shape_mismatch_is_refused(vae, digits):
+    for estimate in (lambda x: uses.anomaly_scores(vae, x), lambda x: vae.log_likelihood(x, samples=3),
+                     lambda x: aevb.evaluation.elbo_terms(vae, data.Split(x))):
+        with pytest.raises(data.DataError, match=r"have shape \(1, 28, 28\) but the model expects \(1, 8, 8\)"):
+            estimate(torch.rand(2, 1, 28, 28))
+
+
+@pytest.mark.parametrize("cls,kw,words", [
+    (VAE, dict(hidden=(-1,)), "hidden sizes must be >= 1, got [-1]"),
+    (VAE, dict(net="conv", hidden=(0,)), "hidden sizes must be >= 1"),
+    (Autoencoder, dict(hidden=(0,)), "hidden sizes must be >= 1"),
+    (VAE, dict(input_shape=(1, 0, 8)), "input_shape must be (channels, height, width)"),
+])
+def test_bad_sizes_are_refused_when_building(cls, kw, words):
+    kw = {"input_shape": (1, 8, 8), "latent_dim": 2, **kw}
+    with pytest.raises(ValueError) as e:
+        cls(**kw)
+    assert words in str(e.value)
 
 
 # ----------------------------------------------------------------------------- commands

@@ -31,6 +31,7 @@ from torch.distributions import Independent, Normal
 
 from .data import subset
 from .distributions import BernoulliImage, bernoulli_log_prob, bits_per_dim
+from .models.base import check_shape
 from .objectives import iwae_bound, log_weights
 from .runtime import adapt_threads
 
@@ -70,6 +71,7 @@ def elbo_stats(model, split, batch_size: int = 1000, seed: int = 0) -> dict[str,
     `split` and the standard error of that mean, {"elbo": {"mean": m, "stderr": s}, ...}, in
     nats per example. One sample z ~ q(z|x) per image, drawn from `seed` (the global RNG is
     left as it was), the same estimate as the trainer's test_elbo."""
+    check_shape(model, split.x)
     was_training = model.training
     model.eval()
     parts: dict[str, list[Tensor]] = {}
@@ -118,6 +120,7 @@ def importance_sampling(model, x: Tensor, y: Tensor | None = None, samples: int 
     """
     if samples < 1:
         raise ValueError(f"samples must be >= 1, got {samples}")
+    check_shape(model, x)
     n = x.shape[0]
     rows = max(1, rows)
     if batch_size is None:

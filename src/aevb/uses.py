@@ -22,6 +22,7 @@ import torch
 from torch import Tensor
 
 from .data import DataError, Split
+from .models.base import check_shape
 
 MASKS = ("top-half", "bottom-half", "left-half", "right-half", "random:P", "square:S")
 
@@ -99,12 +100,6 @@ def _read_image_file(path: Path, split: str) -> tuple[Tensor, Tensor | None]:
         raise DataError(f"{path}: pixel values must be in [0, 1] (or uint8 0..255), found "
                         f"{xt.min().item():.3g}..{xt.max().item():.3g}")
     return xt, None if y is None else torch.as_tensor(y).long()
-
-
-def check_shape(model, x: Tensor, what: str = "images") -> None:
-    if tuple(x.shape[1:]) != tuple(model.input_shape):
-        raise DataError(f"{what} have shape {tuple(x.shape[1:])} but the model expects "
-                        f"{tuple(model.input_shape)}")
 
 
 # ----------------------------------------------------------------------------- anomaly scores

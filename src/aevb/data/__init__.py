@@ -78,6 +78,10 @@ class Dataset:
 
 def _classes(split: Split, classes, name: str, part: str) -> Split:
     """`keep_classes`, with errors that name the dataset and the labels it has."""
+    classes = [classes] if isinstance(classes, int) else classes
+    if isinstance(classes, (str, bytes)) or not all(
+            isinstance(c, int) and not isinstance(c, bool) for c in classes):
+        raise ValueError(f"classes must be integer labels such as [0, 1, 2], got {classes!r}")
     if split.y is None:
         raise DataError(f"dataset {name!r} has no labels, so 'classes' cannot select images; "
                         "remove the classes setting")

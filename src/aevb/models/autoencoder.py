@@ -29,7 +29,7 @@ class Autoencoder(Model):
                  hidden=(400, 400), activation: str = "relu", likelihood: str = "bernoulli",
                  sigma: float | str = 1.0, num_classes: int = 0, code_momentum: float = 0.95):
         super().__init__()
-        input_shape = check_sizes(input_shape, latent_dim)
+        input_shape = check_sizes(input_shape, latent_dim, hidden)
         self.config = dict(input_shape=list(input_shape), latent_dim=latent_dim, net=net,
                            hidden=list(hidden), activation=activation, likelihood=likelihood,
                            sigma=sigma, num_classes=num_classes, code_momentum=code_momentum)

@@ -6,6 +6,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from ..data import DataError
 from ..serialization import CheckpointError, load_tensors, read_json, save_tensors, write_json
 
 MODELS: dict[str, type["Model"]] = {}
@@ -52,14 +53,23 @@ class Model(nn.Module):
         return directory
 
 
-def check_sizes(input_shape, latent_dim: int) -> tuple[int, int, int]:
+def check_sizes(input_shape, latent_dim: int, hidden=()) -> tuple[int, int, int]:
     """The input shape as a (channels, height, width) tuple; a clear error for bad sizes."""
     input_shape = tuple(int(s) for s in input_shape)
-    if len(input_shape) != 3:
+    if len(input_shape) != 3 or min(input_shape) < 1:
         raise ValueError(f"input_shape must be (channels, height, width), got {input_shape}")
     if latent_dim < 1:
         raise ValueError(f"latent_dim must be >= 1, got {latent_dim}")
+    if any(int(h) < 1 for h in hidden):
+        raise ValueError(f"hidden sizes must be >= 1, got {list(hidden)}")
     return input_shape
+
+
+def check_shape(model, x, what: str = "images") -> None:
+    """A clear error when images `x` (N, C, H, W) are not the shape the model was built for."""
+    if tuple(x.shape[1:]) != tuple(model.input_shape):
+        raise DataError(f"{what} have shape {tuple(x.shape[1:])} but the model expects "
+                        f"{tuple(model.input_shape)}")
 
 
 def from_config(config: dict) -> Model:

@@ -84,7 +84,7 @@ class VAE(Model):
                  iwae_k: int = 5, estimator: str = "reinforce", baseline: str = "learned",
                  gumbel_temperature: float = 0.5):
         super().__init__()
-        input_shape = check_sizes(input_shape, latent_dim)
+        input_shape = check_sizes(input_shape, latent_dim, hidden)
         _choice("objective", objective, OBJECTIVES)
         _choice("estimator", estimator, ESTIMATORS)
         _choice("baseline", baseline, BASELINES)
