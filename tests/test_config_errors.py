@@ -13,6 +13,7 @@ from aevb.config import ConfigError, make_config
     ("epochs: 2.5\n", ["'epochs'", "expected int"]),
     ("lr: fast\n", ["'lr'", "expected float"]),
     ("lr: -1\n", ["'lr'", "invalid value", "expected a positive number"]),
+    ("lr: .nan\n", ["'lr'", "nan", "expected a positive number"]),
     ("batch_size: 0\n", ["'batch_size'", "expected 1 or more"]),
     ("latent_dim: -3\n", ["'latent_dim'", "-3", "expected 1 or more"]),
     ("hidden: 400\n", ["'hidden'", "expected list"]),

@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import inspect
+import math
 import types
 import typing
 from dataclasses import dataclass, field
@@ -164,7 +165,7 @@ def make_config(path=None, **overrides) -> Config:
 
 def _check(cfg: Config) -> None:
     ranges = {"epochs": (cfg.epochs >= 0, "0 or more"), "batch_size": (cfg.batch_size >= 1, "1 or more"),
-              "lr": (cfg.lr > 0, "a positive number"), "latent_dim": (cfg.latent_dim >= 1, "1 or more"),
+              "lr": (0 < cfg.lr < math.inf, "a positive number"), "latent_dim": (cfg.latent_dim >= 1, "1 or more"),
               "beta": (cfg.beta >= 0, "0 or more"), "noise": (0 <= cfg.noise <= 1, "between 0 and 1"),
               "warmup_epochs": (cfg.warmup_epochs >= 0, "0 or more")}
     for key, (ok, expected) in ranges.items():

@@ -311,7 +311,7 @@ def train(model, dataset, *, epochs: int = 10, batch_size: int = 100, lr: float 
       process's setting (AEVB_THREADS, default auto).
     - `callbacks`: functions called as cb(run, record) after each epoch (on rank 0).
     """
-    if epochs < 0 or batch_size < 1 or lr <= 0:
+    if epochs < 0 or batch_size < 1 or not 0 < lr < math.inf:
         raise ValueError(f"need epochs >= 0, batch_size >= 1, lr > 0; got {epochs}, {batch_size}, {lr}")
     if clip_grad is not None and not clip_grad > 0:  # a negative norm would flip the gradients
         raise ValueError(f"clip_grad must be a positive number or None, got {clip_grad}")
