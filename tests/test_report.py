@@ -11,6 +11,7 @@ import matplotlib.image as mpimg
 import pytest
 
 from aevb import cli, report
+from aevb import config as config_mod
 
 CHROMIUM = Path("/usr/bin/chromium")
 SECTIONS = ('id="numbers"', 'id="curves"', 'id="figures"', 'id="config"', 'id="fig-samples"',
@@ -138,3 +139,25 @@ def test_sweep_refuses_bad_requests(tmp_path, capsys):
     assert cli.main(["sweep", "--key", "latnt_dim", "--values", "2", "--out", str(tmp_path)]) == 2
     assert "latent_dim" in capsys.readouterr().err  # did you mean
     assert cli.main(["sweep", "--latent", "2,x", "--out", str(tmp_path)]) == 2
+
+
+def test_a_signal_stops_a_sweep_with_its_exit_status_and_the_same_command_goes_on(tmp_path, capsys,
+                                                                                 monkeypatch):
+    real, calls = config_mod.train_config, []
+
+    def stopped_second_run(cfg, **kw):  # as if SIGTERM arrived during the second run
+        run, ds = real(cfg, **kw)
+        calls.append(cfg.latent_dim)
+        if len(calls) == 2:
+            run.stopped = "SIGTERM"
+        return run, ds
+
+    monkeypatch.setattr(config_mod, "train_config", stopped_second_run)
+    args = ["sweep", "--latent", "2,3,4", "--dataset", "digits", "--epochs", "1", "--set", "hidden=8",
+            "--out", str(tmp_path), "--no-progress"]
+    assert cli.main(args) == 143
+    assert "stopped by SIGTERM; run the same command again" in capsys.readouterr().out
+    assert calls == [2, 3] and not (tmp_path / "sweep.json").exists()
+    monkeypatch.setattr(config_mod, "train_config", real)
+    assert cli.main(args) == 0
+    assert json.loads((tmp_path / "sweep.json").read_text())["values"] == [2, 3, 4]

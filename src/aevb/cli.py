@@ -474,6 +474,9 @@ def cmd_sweep(args) -> int:
         overrides[k.strip().replace("-", "_")] = v
     info = sweep.sweep(args.config, key, sweep.parse_values(key, text), args.out, overrides,
                        progress=not args.no_progress, overwrite=args.overwrite)
+    if info.get("stopped"):
+        print(f"stopped by {info['stopped']}; run the same command again to continue the sweep")
+        return 128 + signal.Signals[info["stopped"]]
     print(f"sweep over {info['key']}: {', '.join(r['dir'] for r in info['runs'])} in {args.out}")
     print(f"samples side by side: {Path(args.out) / 'samples.png'}")
     return 0

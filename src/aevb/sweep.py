@@ -56,7 +56,8 @@ def sweep(config, key: str, values, out, overrides: dict | None = None, progress
     """Train one run per value of config key `key` (the rest from the YAML file `config`,
     or defaults, and `overrides`), into OUT/<key>-<value>; write OUT/sweep.json and, if
     `figure`, each run's report.html and OUT/samples.png (`plots.latent_sweep`). Returns
-    the sweep.json content."""
+    the sweep.json content; if a signal stopped a run, returns early with "stopped" (the
+    signal's name): calling it again resumes that run and goes on."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     overrides = {k: v for k, v in (overrides or {}).items() if v is not None and k != key}
@@ -70,8 +71,8 @@ def sweep(config, key: str, values, out, overrides: dict | None = None, progress
             resume = not overwrite and (d / "checkpoint.safetensors").exists()
             log(f"{key} = {_label(value)}: {'resuming' if resume else 'training'} in {d}")
             run, ds = config_mod.train_config(cfg, progress=progress, overwrite=overwrite, resume=resume)
-            if run.stopped:
-                raise KeyboardInterrupt
+            if run.stopped:  # a signal: its run saved a checkpoint; the same call goes on
+                return {"key": key, "values": list(values), "runs": runs, "stopped": run.stopped}
             if figure:  # each run gets its report, as after `aevb train`
                 from .report import write_report
                 write_report(d, model=run.model, dataset=ds, fast=True)
