@@ -92,14 +92,21 @@ def _sample_arguments(p):
                         "the run's training images (saved in RUN/gmm-K.*) instead of the prior")
 
 
-def _positive_int(text: str) -> int:
-    try:
-        n = int(text)
-    except ValueError:
-        n = 0
-    if n < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
-    return n
+def _at_least(minimum: int, what: str):
+    """An argparse type: an integer >= `minimum`, else a one-line error naming `what`."""
+    def parse(text: str) -> int:
+        try:
+            n = int(text)
+        except ValueError:
+            n = minimum - 1
+        if n < minimum:
+            raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}")
+        return n
+    return parse
+
+
+_positive_int = _at_least(1, "a positive integer")
+_count = _at_least(0, "a non-negative integer")
 
 
 def _labels(text: str) -> list[int]:
@@ -295,16 +302,6 @@ ARGUMENTS = {"train": _train_arguments, "sample": _sample_arguments, "score": _s
 
 
 # ----------------------------------------------------------------------------- eval
-def _count(text: str) -> int:
-    try:
-        n = int(text)
-    except ValueError:
-        n = -1
-    if n < 0:
-        raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {text!r}")
-    return n
-
-
 def _rates(text: str) -> list[float]:
     try:
         rates = [float(t) for t in text.split(",") if t.strip()]

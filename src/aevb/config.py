@@ -179,9 +179,10 @@ def _check(cfg: Config) -> None:
                           "positive number or null")
     if not all(h >= 1 for h in cfg.hidden):
         raise ConfigError(f"config key 'hidden': layer sizes must be >= 1, got {cfg.hidden!r}")
-    if cfg.precision not in ("fp32", "bf16", "fp16"):
-        raise ConfigError(f"config key 'precision': expected fp32, bf16 or fp16, got {cfg.precision!r}")
     from . import distributed, runtime
+    from .training import OPTIMIZERS, PRECISIONS
+    if cfg.precision not in PRECISIONS:
+        raise ConfigError(f"config key 'precision': expected fp32, bf16 or fp16, got {cfg.precision!r}")
     try:
         if cfg.device != "auto":  # the name only: whether the device is here is checked when training
             distributed.parse_device(cfg.device)
@@ -192,7 +193,6 @@ def _check(cfg: Config) -> None:
             runtime.parse_threads(cfg.threads, "config key 'threads'")
     except ValueError as e:
         raise ConfigError(str(e)) from None
-    from .training import OPTIMIZERS
     if cfg.optimizer not in OPTIMIZERS:
         raise ConfigError(f"config key 'optimizer': unknown optimizer {cfg.optimizer!r}; choose one "
                           f"of {', '.join(OPTIMIZERS)}")

@@ -34,6 +34,7 @@ from .evaluation import elbo_terms
 from .models.base import load_state
 from .serialization import CheckpointError, atomic_write, load_tensors, save_tensors, write_json
 
+PRECISIONS = ("fp32", "bf16", "fp16")
 OPTIMIZERS = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW, "rmsprop": torch.optim.RMSprop,
               "adagrad": torch.optim.Adagrad, "sgd": torch.optim.SGD}
 
@@ -318,7 +319,7 @@ def train(model, dataset, *, epochs: int = 10, batch_size: int = 100, lr: float 
     if tuple(model.input_shape) != tuple(dataset.shape):
         raise TrainingError(f"model expects images of shape {tuple(model.input_shape)} but dataset "
                             f"{dataset.name!r} has {tuple(dataset.shape)}")
-    if precision not in ("fp32", "bf16", "fp16"):
+    if precision not in PRECISIONS:
         raise ValueError(f"precision must be fp32, bf16 or fp16, got {precision!r}")
     if threads is not None:
         runtime.set_threads(threads)
