@@ -238,8 +238,9 @@ def cmd_score(args) -> int:
     if reference is None and not args.anomaly_classes and cfg is not None and spec != cfg.dataset:
         reference = cfg.dataset
     if reference and reference != "none":
+        own = cfg is not None and reference == cfg.dataset  # the run's own images: its classes
         ref = uses.load_images(reference, cfg, "test", args.data_dir if args.images is None else None,
-                               args.limit, classes=cfg.classes if cfg and reference == cfg.dataset else None)
+                               args.limit, classes=cfg.classes if own else None)
         ref_scores = uses.anomaly_scores(model, ref.x, samples=args.samples, seed=args.seed)
         if background is not None:
             ref_scores = uses.likelihood_ratio_scores(ref_scores, ref.x, background)

@@ -4,9 +4,10 @@
   spins for GOMP_SPINCOUNT iterations, then sleeps and must be woken for the next kernel.
   * On a free machine, waking is the cost: a training step runs ~100 kernels separated by
     a few to a few hundred microseconds of Python, and with a short spin (1,000) training
-    the MLP VAE at batch 100 took 1.3x as long as with 30,000 (benchmarks/README.md). aevb sets GOMP_SPINCOUNT=30000
-    (libgomp's own default is 300,000); it acts only if set before torch is first imported,
-    and a value the user set for OMP_WAIT_POLICY or GOMP_SPINCOUNT wins.
+    the MLP VAE at batch 100 took 1.3x as long as with 30,000 (benchmarks/README.md). aevb
+    sets GOMP_SPINCOUNT=30000 (libgomp's own default is 300,000); it acts only if set
+    before torch is first imported, and a value the user set for OMP_WAIT_POLICY or
+    GOMP_SPINCOUNT wins.
   * When another process keeps a CPU busy, spinning is the cost: a thread that shares its
     CPU makes every kernel wait for the scheduler, 10-100x slower (pytorch #3146, #80777).
     So aevb's loops (training, evaluation) call `adapt_threads()`, which looks at the load
@@ -33,12 +34,11 @@ import time
 M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3
 MMAP_THRESHOLD = 32 << 20  # glibc's largest allowed value (DEFAULT_MMAP_THRESHOLD_MAX on 64-bit)
 TRIM_THRESHOLD = 1 << 30
-
-
 SPINCOUNT = "30000"
 
 
 def thread_default() -> None:
+    """Set GOMP_SPINCOUNT (see the module docstring) unless the user set a wait policy."""
     if "OMP_WAIT_POLICY" not in os.environ and "GOMP_SPINCOUNT" not in os.environ:
         os.environ["GOMP_SPINCOUNT"] = SPINCOUNT
 

@@ -373,7 +373,8 @@ def train(model, dataset, *, epochs: int = 10, batch_size: int = 100, lr: float 
 
     # gradients that change after autograd stores them (DDP averages them, fp16 unscales
     # them) are normed after backward; all others as they are stored
-    with _StopFlag() as stop, _GradNorm(parameters, early=not ctx.distributed and precision != "fp16") as grad_norm:
+    early = not ctx.distributed and precision != "fp16"
+    with _StopFlag() as stop, _GradNorm(parameters, early) as grad_norm:
         while state["epoch"] < epochs:
             epoch = state["epoch"]
             model.train()
