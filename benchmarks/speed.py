@@ -525,20 +525,17 @@ def _variants(name):
         bernoulli = lambda x, generator=None: torch.bernoulli(x, generator=generator)  # noqa: E731
         return ("binarize from 24 random bits per pixel [library]", "torch.bernoulli (dynamic binarization)",
                 None, lambda: _patched(tr, "binarize", bernoulli), {})
-    if name == "small_onednn":
-        return ("MKL for layers with <= 32 inputs [library]", "oneDNN for every layer", None,
-                lambda: _patched(L, "SMALL", 0), {})
     if name == "channels_last":  # on the conv VAE (CONV_EXPERIMENTS)
         return ("NCHW [library]", "channels-last (model.to(memory_format=torch.channels_last))",
                 lambda m: m.to(memory_format=torch.channels_last), nothing, {})
     if name == "mkl_train":
-        return ("oneDNN linear forward+backward [library]", "F.linear (MKL sgemm)", None,
+        return ("linear kernel measured per shape [library]", "F.linear (MKL sgemm)", None,
                 lambda: _onednn(False), {})
     raise ValueError(f"unknown experiment {name!r}")
 
 
 EXPERIMENTS = ("adam_foreach", "compile", "threads", "bf16", "bernoulli", "kl", "grad_norm", "reuse_grads", "flat_grads",
-               "fused_relu", "binarize", "small_onednn", "mkl_train", "channels_last", "malloc", "eval_onednn")
+               "fused_relu", "binarize", "mkl_train", "channels_last", "malloc", "eval_onednn")
 CONV_EXPERIMENTS = {"channels_last": (32, 64)}  # run on the conv VAE with these channels, not the MLP
 
 
@@ -602,7 +599,7 @@ def w_ab_eval(spec):
                 if r:  # round 0 is the warm-up
                     times[fast].append(len(x) / (time.perf_counter() - t))
     ma, mb = median(times[True]), median(times[False])
-    return {"experiment": "eval_onednn", "a": "log_likelihood, oneDNN linear [library]",
+    return {"experiment": "eval_onednn", "a": "log_likelihood, linear kernel measured per shape [library]",
             "b": "F.linear (MKL sgemm)", "unit": f"images/s of log_likelihood, K={k}",
             "a_images_per_s": times[True], "b_images_per_s": times[False], "a_median": ma,
             "b_median": mb, "ratio_b_over_a": mb / ma}

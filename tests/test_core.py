@@ -232,7 +232,19 @@ def test_elbo_terms_are_deterministic_and_leave_global_rng_alone():
     assert a["elbo"] == pytest.approx(a["rec"] - a["kl"], abs=1e-3)
 
 
-def test_onednn_linear_matches_torch_linear_forward_and_backward():
+@pytest.fixture(params=["0", "1"], ids=["mkl", "onednn"])
+def kernel(request, monkeypatch):
+    """Each Linear kernel in turn: AEVB_ONEDNN=0 (F.linear) or 1 (oneDNN, no measurement)."""
+    import aevb.nets.linear as L
+    monkeypatch.setenv("AEVB_ONEDNN", request.param)
+    monkeypatch.setattr(L, "_OK", None)
+    monkeypatch.setattr(L, "_CHOICE", {})
+    if request.param == "1" and not L.onednn_ok():
+        pytest.skip("oneDNN's linear is not available in this torch build")
+    return request.param
+
+
+def test_onednn_linear_matches_torch_linear_forward_and_backward(kernel):
     from aevb.nets.linear import Linear
     layer, ref = Linear(50, 30), torch.nn.Linear(50, 30)
     ref.load_state_dict(layer.state_dict())
@@ -245,6 +257,27 @@ def test_onednn_linear_matches_torch_linear_forward_and_backward():
     assert torch.allclose(layer.weight.grad, ref.weight.grad, atol=1e-4)
     assert torch.allclose(layer.bias.grad, ref.bias.grad, atol=1e-4)
     assert layer(torch.randn(3, 4, 50)).shape == (3, 4, 30)  # other shapes: plain F.linear
+
+
+def test_kernel_choice_is_measured_once_per_shape_and_can_be_fixed(monkeypatch):
+    """AEVB_ONEDNN unset: the first call of a shape measures both kernels and the choice is
+    kept; =0 / =1 fix it without measuring."""
+    import aevb.nets.linear as L
+    measure, calls = L._measure, []
+    monkeypatch.setattr(L, "_measure", lambda *shape: calls.append(shape) or True)
+    monkeypatch.setattr(L, "_CHOICE", {})
+    monkeypatch.delenv("AEVB_ONEDNN", raising=False)
+    monkeypatch.setattr(L, "_OK", None)
+    if not L.onednn_ok():
+        pytest.skip("oneDNN's linear is not available in this torch build")
+    assert L.use_onednn(16, 50, 30) and L.use_onednn(16, 50, 30) and L.use_onednn(8, 50, 30)
+    assert calls == [(16, 50, 30), (8, 50, 30)]
+    monkeypatch.setenv("AEVB_ONEDNN", "1")
+    assert L.use_onednn(4, 5, 6) and calls == [(16, 50, 30), (8, 50, 30)]
+    monkeypatch.setenv("AEVB_ONEDNN", "0")
+    monkeypatch.setattr(L, "_OK", None)
+    assert not L.use_onednn(16, 50, 30)
+    assert isinstance(measure(10, 12, 14, rounds=1), bool)  # the real measurement runs
 
 
 def test_torch_compile_of_a_model_trains():
@@ -266,13 +299,12 @@ def test_torch_compile_of_a_model_trains():
         assert torch.allclose(p.grad, g, atol=1e-5)
 
 
-def test_fused_linear_relu_matches_plain_sequential():
+def test_fused_linear_relu_matches_plain_sequential(kernel):
     """nets.linear.Sequential runs Linear + ReLU as one layer: same outputs and gradients as an
     nn.Sequential of nn.Linear / nn.ReLU with the same weights, the same state dict, and a NaN
     input still gives NaN (a NaN-to-0 ReLU would hide divergence from the training guard)."""
     from aevb.nets.linear import Linear, Sequential
     torch.manual_seed(0)
-    # more than nets.linear.SMALL inputs per layer, so that every layer takes the oneDNN path
     fused = Sequential(Linear(48, 40), torch.nn.ReLU(), Linear(40, 36), torch.nn.Tanh(), Linear(36, 5),
                        torch.nn.ReLU())
     plain = torch.nn.Sequential(torch.nn.Linear(48, 40), torch.nn.ReLU(), torch.nn.Linear(40, 36),

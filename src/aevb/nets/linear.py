@@ -1,36 +1,44 @@
-"""`Linear`: nn.Linear whose CPU float32 matmuls run in oneDNN rather than the default BLAS.
+"""`Linear`: nn.Linear whose CPU float32 matmuls run in whichever of oneDNN and the default
+BLAS (MKL) is faster for the layer's shape on this CPU, measured on first use.
 
-Why: on the AMD EPYC machines we measured, MKL's sgemm reaches about half of oneDNN's rate
-at a VAE's shapes (benchmarks/README.md), and matmuls are most of a training step. The
-layer is an ordinary nn.Linear (same parameters, same state dict); it falls back to
-F.linear on GPU, for other dtypes or shapes, for layers with few inputs (where MKL is
-faster), under autocast or torch.compile (which chooses its own kernels), or with
-AEVB_ONEDNN=0.
-`Sequential` runs a Linear followed by a ReLU as one autograd node, the ReLU applied in
-place: one node and one buffer fewer per layer.
+Why: the faster kernel depends on the CPU. On the AMD EPYC machines we measured, MKL's
+sgemm reached about half of oneDNN's rate at a VAE's shapes; on an Intel Xeon with
+AVX-512/AMX, MKL was faster at every shape of the 784-400-400-20 VAE (forward, weight and
+input gradients, batch 100 and 1000; benchmarks/README.md). So the first time a layer
+sees inputs of a given (rows, in, out) shape, `use_onednn` times the three products of
+forward and backward through both kernels, interleaved, best of a few, and remembers the
+faster for the rest of the process (oneDNN only when it is at least 5% faster). A few
+milliseconds once per shape. AEVB_ONEDNN=0 / =1 fixes the choice (no measurement).
+The layer is an ordinary nn.Linear (same parameters, same state dict); it falls back to
+F.linear on GPU, for other dtypes or shapes, under autocast or torch.compile (which
+chooses its own kernels), or when oneDNN's linear is missing or disagrees with F.linear.
+`Sequential` runs a Linear followed by a ReLU as one autograd node where oneDNN computes
+it, the ReLU applied in place: one node and one buffer fewer per layer.
 
     forward  y = x W^T + b                  (relu: y = max(x W^T + b, 0))
     backward dx = g W,  dW = g^T x,  db = sum_n g_n   (relu: g <- g * 1[y > 0] first)
 """
 from __future__ import annotations
 
+import math
 import os
+import time
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 _OK: bool | None = None
-SMALL = 32  # layers with at most this many inputs (a VAE's z -> hidden) are faster in MKL:
-# measured at batch 100, 20 -> 400: forward 14 against 20 us, dW 16 against 61 us
+_CHOICE: dict[tuple[int, int, int], bool] = {}  # (rows, in, out) -> oneDNN is faster here
 
 
 def onednn_ok() -> bool:
-    """Whether oneDNN's linear exists here and agrees with F.linear (checked once)."""
+    """Whether oneDNN's linear exists here, is allowed (AEVB_ONEDNN is not 0) and agrees
+    with F.linear (checked once)."""
     global _OK
     if _OK is None:
         _OK = False
-        if os.environ.get("AEVB_ONEDNN", "1") != "0" and torch.backends.mkldnn.is_available():
+        if os.environ.get("AEVB_ONEDNN", "auto") != "0" and torch.backends.mkldnn.is_available():
             try:
                 g = torch.Generator().manual_seed(0)
                 x, w, b = (torch.randn(s, generator=g) for s in ((7, 5), (3, 5), (3,)))
@@ -40,6 +48,37 @@ def onednn_ok() -> bool:
             except (AttributeError, RuntimeError, NotImplementedError):
                 pass
     return _OK
+
+
+def use_onednn(rows: int, in_features: int, out_features: int) -> bool:
+    """Whether oneDNN computes a (rows, in) x (in, out) layer: measured once per shape
+    (see the module docstring), or fixed by AEVB_ONEDNN=0 / 1."""
+    if not onednn_ok():
+        return False
+    if os.environ.get("AEVB_ONEDNN", "auto") == "1":
+        return True
+    key = (rows, in_features, out_features)
+    if key not in _CHOICE:
+        _CHOICE[key] = _measure(*key)
+    return _CHOICE[key]
+
+
+def _measure(rows: int, n_in: int, n_out: int, rounds: int = 5) -> bool:
+    """True where oneDNN's forward + backward products beat torch.mm's by 5% (best of
+    `rounds`, the two kernels alternating)."""
+    g = torch.Generator().manual_seed(0)
+    a, w, d = (torch.randn(s, generator=g) for s in ((rows, n_in), (n_out, n_in), (rows, n_out)))
+    plain = (lambda: torch.mm(a, w.t()), lambda: torch.mm(d.t(), a), lambda: torch.mm(d, w))
+    fast = (lambda: _mm(a, w), lambda: _mm(d.t(), a.t()), lambda: _mm(d, w.t()))
+    best = [math.inf, math.inf]
+    with torch.no_grad():
+        for _ in range(rounds + 1):  # the first round warms both up
+            for i, products in enumerate((plain, fast)):
+                t = time.perf_counter()
+                for f in products:
+                    f()
+                best[i] = min(best[i], time.perf_counter() - t)
+    return best[1] < 0.95 * best[0]
 
 
 def _mm(a: Tensor, w: Tensor, b: Tensor | None = None) -> Tensor:
@@ -69,14 +108,15 @@ class _OneDNNLinear(torch.autograd.Function):
 
 
 class Linear(nn.Linear):
-    """nn.Linear, computed by oneDNN for 2-D float32 CPU inputs (see the module docstring)."""
+    """nn.Linear, computed by oneDNN for 2-D float32 CPU inputs where that is faster (see the
+    module docstring)."""
 
     def forward(self, x: Tensor, relu: bool = False) -> Tensor:
         """x W^T + b, or relu(x W^T + b) with `relu`."""
         if (x.dim() == 2 and x.dtype == torch.float32 and x.device.type == "cpu"
-                and self.in_features > SMALL and self.weight.dtype == torch.float32
+                and self.weight.dtype == torch.float32
                 and not torch.is_autocast_enabled("cpu") and not torch.compiler.is_compiling()
-                and onednn_ok()):
+                and use_onednn(x.shape[0], self.in_features, self.out_features)):
             return _OneDNNLinear.apply(x, self.weight, self.bias, relu)
         y = F.linear(x, self.weight, self.bias)
         return F.relu(y) if relu else y

@@ -1,0 +1,294 @@
+"""The floor of a training step, and how close aevb's step comes to it (not part of the tests).
+
+    python benchmarks/floor.py                        # MLP 784-400-400-20 at batch 100
+    python benchmarks/floor.py --batch 1000
+    python benchmarks/floor.py --net conv             # conv VAE (28x28, channels 32, 64)
+    python benchmarks/floor.py --eval                 # importance-sampled log p(x), K=5000
+    python benchmarks/floor.py --all --json floor.json
+
+The floor of one training step is the time of its matrix products at their real shapes,
+each with the fastest kernel this torch has for that shape, plus one fused Adam update:
+- every Linear layer: the forward product x W^T, the weight gradient g^T x and (except the
+  first layer, whose input needs no gradient) the input gradient g W; each timed through
+  torch.mm (MKL / the default BLAS) and through oneDNN, and the faster kernel counted;
+- every convolution: its forward and its backward (input and weight gradients) at the
+  shapes the step uses;
+- torch.optim.Adam(fused=True).step() over the model's parameters.
+Everything else in a step (elementwise work, the loss, random numbers, autograd, Python,
+thread handling) is overhead. The shapes are captured from the model itself with forward
+hooks, so the floor follows the architecture.
+
+aevb's step is timed inside `aevb.train` itself: the training set holds exactly
+`--steps` batches, the test set one image, and the epoch callback runs one floor block
+between epochs. So floor and step alternate in one process, block by block (drift of the
+machine hits both), and the ratio floor / step is taken per block; the median over
+`--blocks` blocks is reported (the first epoch, start-up, is dropped). For --eval the
+"step" is `aevb.evaluation.log_likelihood` on --eval-images images with K samples, and the
+floor is the forward products of the encoder on the images and of the decoder on K rows
+per image (the rows' chunking as evaluation does it).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import platform
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+REPO = Path(__file__).resolve().parents[1]
+DATA_DIR = REPO.parent / "shared" / "data" / "mnist"
+
+
+# ----------------------------------------------------------------------------- kernels
+def _onednn(a, w):
+    """a @ w^T in oneDNN."""
+    return torch.ops.mkldnn._linear_pointwise(a, w, None, "none", [], "")
+
+
+def _best_time(fn, reps: int = 20) -> float:
+    for _ in range(3):
+        fn()
+    t = math.inf
+    for _ in range(reps):
+        t0 = time.perf_counter()
+        fn()
+        t = min(t, time.perf_counter() - t0)
+    return t
+
+
+def linear_products(a: torch.Tensor, weight: torch.Tensor, first: bool) -> list:
+    """The products of one Linear layer with input `a` (rows, in) as (name, [candidate
+    kernels]) pairs; each candidate is a zero-argument function."""
+    g = torch.randn(a.shape[0], weight.shape[0])
+    a, w = a.contiguous(), weight.detach().contiguous()
+    prods = [("forward", [lambda: torch.mm(a, w.t()), lambda: _onednn(a, w)]),
+             ("weight grad", [lambda: torch.mm(g.t(), a), lambda: _onednn(g.t(), a.t())])]
+    if not first:
+        prods.append(("input grad", [lambda: torch.mm(g, w), lambda: _onednn(g, w.t())]))
+    return prods
+
+
+def conv_products(m: nn.Module, a: torch.Tensor, out: torch.Tensor, first: bool) -> list:
+    """Forward and backward (input grad unless first, weight grad) of one convolution."""
+    transposed = isinstance(m, nn.ConvTranspose2d)
+    a, w = a.detach().contiguous(), m.weight.detach()
+    g = torch.randn_like(out)
+    args = (m.stride, m.padding, m.dilation, transposed,
+            m.output_padding if transposed else (0, 0), m.groups)
+    fwd = (lambda: F.conv_transpose2d(a, w, None, m.stride, m.padding, m.output_padding, m.groups)) \
+        if transposed else (lambda: F.conv2d(a, w, None, m.stride, m.padding, m.dilation, m.groups))
+    back = lambda: torch.ops.aten.convolution_backward(g, a, w, None, *args, [not first, True, False])  # noqa: E731
+    return [("forward", [fwd]), ("backward", [back])]
+
+
+def capture_products(model: nn.Module, x: torch.Tensor) -> list[tuple[str, object, float]]:
+    """(label, fastest kernel) for every product of one step of `model` on batch `x`.
+    Shapes come from forward hooks on a real objective call."""
+    found = []
+    layers = [m for m in model.modules() if isinstance(m, (nn.Linear, nn.Conv2d, nn.ConvTranspose2d))]
+    # the first layer that sees the data (the encoder's first), whose input needs no gradient
+    first_of_encoder = next(m for m in model.encoder.modules() if m in layers)
+
+    def hook(m, inp, out):
+        found.append((m, inp[0].detach(), out.detach()))
+
+    handles = [m.register_forward_hook(hook) for m in layers]
+    try:
+        with torch.no_grad():
+            model.objective(x)
+    finally:
+        for h in handles:
+            h.remove()
+    chosen = []
+    for m, a, out in found:
+        name = f"{type(m).__name__}{tuple(a.shape)}->{tuple(out.shape)}"
+        if isinstance(m, nn.Linear):
+            prods = linear_products(a.flatten(0, -2) if a.dim() > 2 else a, m.weight, m is first_of_encoder)
+        else:
+            prods = conv_products(m, a, out, m is first_of_encoder)
+        for what, candidates in prods:
+            times = [_best_time(c) for c in candidates]
+            chosen.append((f"{name} {what}", candidates[times.index(min(times))], min(times)))
+    return chosen
+
+
+def fused_adam(model: nn.Module):
+    """One fused Adam update over a copy of the model's parameters (their gradients random)."""
+    params = [p.detach().clone().requires_grad_() for p in model.parameters()]
+    for p in params:
+        p.grad = torch.randn_like(p)
+    opt = torch.optim.Adam(params, lr=1e-3, fused=True)
+    opt.step()
+    return opt.step
+
+
+def floor_block(kernels, adam, steps: int) -> float:
+    t0 = time.perf_counter()
+    for _ in range(steps):
+        for _, k, _ in kernels:
+            k()
+        if adam is not None:
+            adam()
+    return (time.perf_counter() - t0) / steps
+
+
+# ----------------------------------------------------------------------------- what aevb does
+def _dataset(n_train: int, n_test: int):
+    from aevb import data
+    if (DATA_DIR / "t10k-images-idx3-ubyte.gz").exists():
+        ds = data.load("mnist-offline", binarize="dynamic", data_dir=str(DATA_DIR))
+        return data.Dataset(ds.name, ds.train[:n_train], ds.test[:n_test], ds.binarize, ds.num_classes), "mnist-offline"
+    g = torch.Generator().manual_seed(0)  # no real data here: random images of MNIST's shape
+    x = torch.rand(n_train + n_test, 1, 28, 28, generator=g)
+    return data.Dataset("random", data.Split(x[:n_train]), data.Split(x[n_train:]), "dynamic"), "random"
+
+
+def _model(net: str, shape):
+    from aevb import VAE
+    torch.manual_seed(0)
+    return VAE(shape, latent_dim=20, net=net, hidden=(400, 400) if net == "mlp" else (32, 64))
+
+
+def measure_training(net: str, batch: int, steps: int, blocks: int) -> dict:
+    from aevb import train
+    ds, source = _dataset(batch * steps, 1)
+    model = _model(net, ds.shape)
+    kernels = capture_products(model, ds.train.x[:batch])
+    adam = fused_adam(model)
+    floors, steps_t, marks = [], [], {}
+
+    def between_epochs(run, record):
+        now = time.perf_counter()
+        if "t" in marks:
+            steps_t.append((now - marks["t"]) / steps)
+            floors.append(floor_block(kernels, adam, steps))
+        marks["t"] = time.perf_counter()
+
+    train(model, ds, epochs=blocks + 1, batch_size=batch, progress=False, tensorboard=False,
+          device="cpu", threads=torch.get_num_threads(), callbacks=[between_epochs])
+    return _summary({"what": f"{net} training step", "batch": batch, "steps_per_block": steps,
+                     "data": source}, kernels, floors, steps_t)
+
+
+def measure_eval(images: int, k: int, blocks: int) -> dict:
+    from aevb.evaluation import DEFAULT_ROWS, log_likelihood
+    ds, source = _dataset(1, images)
+    model = _model("mlp", ds.shape).eval()
+    x = ds.test.x
+    rows = min(DEFAULT_ROWS, k * images)
+    # decoder products at the chunk size evaluation uses: rows latent vectors per call
+    z = torch.randn(rows, model.latent_dim)
+    dec = _decoder_products(model, z)
+    enc = _encoder_products(model, x)
+    calls = k * images / rows
+
+    def floor_once():
+        for _, f, _ in enc:
+            f()
+        for _ in range(round(calls)):
+            for _, f, _ in dec:
+                f()
+
+    floors, steps_t = [], []
+    for _ in range(blocks):
+        t0 = time.perf_counter()
+        log_likelihood(model, x, samples=k)
+        steps_t.append(time.perf_counter() - t0)
+        t0 = time.perf_counter()
+        floor_once()
+        floors.append(time.perf_counter() - t0)
+    return _summary({"what": "importance-sampled log p(x)", "images": images, "K": k, "rows": rows,
+                     "data": source}, enc + dec, floors, steps_t)
+
+
+def _part_products(part: nn.Module, inp: torch.Tensor) -> list:
+    found = []
+    layers = [m for m in part.modules() if isinstance(m, (nn.Linear, nn.Conv2d, nn.ConvTranspose2d))]
+    handles = [m.register_forward_hook(lambda m, i, o: found.append((m, i[0].detach(), o.detach())))
+               for m in layers]
+    try:
+        with torch.no_grad():
+            part(inp)
+    finally:
+        for h in handles:
+            h.remove()
+    out = []
+    for m, a, o in found:
+        prods = linear_products(a, m.weight, True) if isinstance(m, nn.Linear) else conv_products(m, a, o, True)
+        cands = prods[0][1]
+        times = [_best_time(c) for c in cands]
+        out.append((f"{type(m).__name__}{tuple(a.shape)} forward", cands[times.index(min(times))], min(times)))
+    return out
+
+
+def _encoder_products(model, x):
+    return _part_products(model.encoder, x)
+
+
+def _decoder_products(model, z):
+    return _part_products(model.decoder, z)
+
+
+def _summary(info: dict, kernels, floors, steps_t) -> dict:
+    ratios = [f / s for f, s in zip(floors, steps_t)]
+    return {**info, "blocks": len(ratios), "threads": torch.get_num_threads(),
+            "floor_ms": [round(1e3 * f, 3) for f in floors],
+            "step_ms": [round(1e3 * s, 3) for s in steps_t],
+            "floor_share": [round(r, 3) for r in ratios],
+            "median_floor_share": round(statistics.median(ratios), 3) if ratios else None,
+            "products": [(name, round(1e6 * t, 1)) for name, _, t in kernels]}
+
+
+def machine() -> dict:
+    model = "unknown"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    flags = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
+    return {"cpu": model, "amx": " amx_tile" in flags, "avx512": " avx512f" in flags,
+            "cpus": os.cpu_count(), "torch": torch.__version__, "python": platform.python_version(),
+            "load_before": round(os.getloadavg()[0], 2)}
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--net", choices=["mlp", "conv"], default="mlp")
+    p.add_argument("--batch", type=int, default=100)
+    p.add_argument("--steps", type=int, default=100, help="training steps per block")
+    p.add_argument("--blocks", type=int, default=7)
+    p.add_argument("--eval", action="store_true", help="the importance-sampled log-likelihood instead")
+    p.add_argument("--eval-images", type=int, default=20)
+    p.add_argument("--k", type=int, default=5000)
+    p.add_argument("--all", action="store_true", help="MLP at 100 and 1000, conv at 100, eval")
+    p.add_argument("--json", default=None)
+    a = p.parse_args(argv)
+    res = {"machine": machine(), "results": []}
+    jobs = ([("mlp", 100), ("mlp", 1000), ("conv", 100), "eval"] if a.all else
+            ["eval"] if a.eval else [(a.net, a.batch)])
+    for job in jobs:
+        r = (measure_eval(a.eval_images, a.k, a.blocks) if job == "eval" else
+             measure_training(job[0], job[1], a.steps if job[1] <= 100 else max(10, a.steps // 10), a.blocks))
+        res["results"].append(r)
+        print(f"{r['what']}: floor / step = {r['median_floor_share']:.0%} (median of {r['blocks']} blocks; "
+              f"floor {statistics.median(r['floor_ms']):.3f} ms, step {statistics.median(r['step_ms']):.3f} ms; "
+              f"per block {', '.join(f'{v:.0%}' for v in r['floor_share'])})", flush=True)
+    res["machine"]["load_after"] = round(os.getloadavg()[0], 2)
+    if a.json:
+        Path(a.json).write_text(json.dumps(res, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
