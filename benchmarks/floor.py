@@ -44,6 +44,7 @@ import torch.nn.functional as F
 from torch import nn
 
 REPO = Path(__file__).resolve().parents[1]
+DEVICE = torch.device("cpu")  # --device: on a GPU the candidates are cuBLAS / cuDNN only
 DATA_DIR = REPO.parent / "shared" / "data" / "mnist"
 
 
@@ -53,13 +54,20 @@ def _onednn(a, w):
     return torch.ops.mkldnn._linear_pointwise(a, w, None, "none", [], "")
 
 
+def sync() -> None:
+    if DEVICE.type == "cuda":
+        torch.cuda.synchronize(DEVICE)
+
+
 def _best_time(fn, reps: int = 20) -> float:
     for _ in range(3):
         fn()
     t = math.inf
     for _ in range(reps):
+        sync()
         t0 = time.perf_counter()
         fn()
+        sync()
         t = min(t, time.perf_counter() - t0)
     return t
 
@@ -67,12 +75,14 @@ def _best_time(fn, reps: int = 20) -> float:
 def linear_products(a: torch.Tensor, weight: torch.Tensor, first: bool) -> list:
     """The products of one Linear layer with input `a` (rows, in) as (name, [candidate
     kernels]) pairs; each candidate is a zero-argument function."""
-    g = torch.randn(a.shape[0], weight.shape[0])
+    g = torch.randn(a.shape[0], weight.shape[0], device=a.device)
     a, w = a.contiguous(), weight.detach().contiguous()
     prods = [("forward", [lambda: torch.mm(a, w.t()), lambda: _onednn(a, w)]),
              ("weight grad", [lambda: torch.mm(g.t(), a), lambda: _onednn(g.t(), a.t())])]
     if not first:
         prods.append(("input grad", [lambda: torch.mm(g, w), lambda: _onednn(g, w.t())]))
+    if a.device.type != "cpu":  # oneDNN is a CPU library
+        prods = [(what, cands[:1]) for what, cands in prods]
     return prods
 
 
@@ -122,7 +132,7 @@ def capture_products(model: nn.Module, x: torch.Tensor) -> list[tuple[str, objec
 
 def fused_adam(model: nn.Module):
     """One fused Adam update over a copy of the model's parameters (their gradients random)."""
-    params = [p.detach().clone().requires_grad_() for p in model.parameters()]
+    params = [p.detach().clone().requires_grad_() for p in model.parameters()]  # on the model's device
     for p in params:
         p.grad = torch.randn_like(p)
     opt = torch.optim.Adam(params, lr=1e-3, fused=True)
@@ -131,12 +141,14 @@ def fused_adam(model: nn.Module):
 
 
 def floor_block(kernels, adam, steps: int) -> float:
+    sync()
     t0 = time.perf_counter()
     for _ in range(steps):
         for _, k, _ in kernels:
             k()
         if adam is not None:
             adam()
+    sync()
     return (time.perf_counter() - t0) / steps
 
 
@@ -157,35 +169,67 @@ def _model(net: str, shape):
     return VAE(shape, latent_dim=20, net=net, hidden=(400, 400) if net == "mlp" else (32, 64))
 
 
-def measure_training(net: str, batch: int, steps: int, blocks: int) -> dict:
+def measure_training(net: str, batch: int, steps: int, blocks: int, profile: int = 0) -> dict:
     from aevb import train
     ds, source = _dataset(batch * steps, 1)
-    model = _model(net, ds.shape)
-    kernels = capture_products(model, ds.train.x[:batch])
+    model = _model(net, ds.shape).to(DEVICE)
+    kernels = capture_products(model, ds.train.x[:batch].to(DEVICE))
     adam = fused_adam(model)
     floors, steps_t, marks = [], [], {}
+    profiler = _Profiler(profile, steps)
 
     def between_epochs(run, record):
+        sync()
         now = time.perf_counter()
+        profiler.stop()
         if "t" in marks:
             steps_t.append((now - marks["t"]) / steps)
             floors.append(floor_block(kernels, adam, steps))
+        if len(steps_t) == 1:
+            profiler.start()  # the third epoch: start-up is over
         marks["t"] = time.perf_counter()
 
     train(model, ds, epochs=blocks + 1, batch_size=batch, progress=False, tensorboard=False,
-          device="cpu", threads=torch.get_num_threads(), callbacks=[between_epochs])
-    return _summary({"what": f"{net} training step", "batch": batch, "steps_per_block": steps,
-                     "data": source}, kernels, floors, steps_t)
+          device=str(DEVICE), threads=torch.get_num_threads() if DEVICE.type == "cpu" else None,
+          callbacks=[between_epochs])
+    res = _summary({"what": f"{net} training step", "batch": batch, "steps_per_block": steps,
+                    "data": source}, kernels, floors, steps_t)
+    if profiler.table:
+        res["profile"], res["blocks"] = profiler.table, res["blocks"] - 1  # the profiled block is slower
+        res["floor_share"] = res["floor_share"][:1] + res["floor_share"][2:]
+        res["median_floor_share"] = round(statistics.median(res["floor_share"]), 3)
+    return res
+
+
+class _Profiler:
+    """torch.profiler over one block of training steps, its operators grouped by name:
+    (self CPU microseconds per step, calls per step, name), the largest first."""
+
+    def __init__(self, rows: int, steps: int):
+        self.rows, self.steps, self.prof, self.table = rows, steps, None, None
+
+    def start(self):
+        if self.rows and self.table is None:
+            self.prof = torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU])
+            self.prof.__enter__()
+
+    def stop(self):
+        if self.prof is not None:
+            self.prof.__exit__(None, None, None)
+            events = sorted(self.prof.key_averages(), key=lambda e: -e.self_cpu_time_total)
+            self.table = [(e.key, round(e.self_cpu_time_total / self.steps, 1), e.count / self.steps)
+                          for e in events[:self.rows]]
+            self.prof = None
 
 
 def measure_eval(images: int, k: int, blocks: int) -> dict:
     from aevb.evaluation import DEFAULT_ROWS, log_likelihood
     ds, source = _dataset(1, images)
-    model = _model("mlp", ds.shape).eval()
-    x = ds.test.x
+    model = _model("mlp", ds.shape).to(DEVICE).eval()
+    x = ds.test.x.to(DEVICE)
     rows = min(DEFAULT_ROWS, k * images)
     # decoder products at the chunk size evaluation uses: rows latent vectors per call
-    z = torch.randn(rows, model.latent_dim)
+    z = torch.randn(rows, model.latent_dim, device=DEVICE)
     dec = _decoder_products(model, z)
     enc = _encoder_products(model, x)
     calls = k * images / rows
@@ -199,11 +243,14 @@ def measure_eval(images: int, k: int, blocks: int) -> dict:
 
     floors, steps_t = [], []
     for _ in range(blocks):
+        sync()
         t0 = time.perf_counter()
         log_likelihood(model, x, samples=k)
+        sync()
         steps_t.append(time.perf_counter() - t0)
         t0 = time.perf_counter()
         floor_once()
+        sync()
         floors.append(time.perf_counter() - t0)
     return _summary({"what": "importance-sampled log p(x)", "images": images, "K": k, "rows": rows,
                      "data": source}, enc + dec, floors, steps_t)
@@ -272,18 +319,28 @@ def main(argv=None) -> int:
     p.add_argument("--eval-images", type=int, default=20)
     p.add_argument("--k", type=int, default=5000)
     p.add_argument("--all", action="store_true", help="MLP at 100 and 1000, conv at 100, eval")
+    p.add_argument("--profile", type=int, default=0, metavar="ROWS",
+                   help="also profile one block of training steps: the ROWS costliest operators")
+    p.add_argument("--device", default="cpu", help="cpu or cuda[:N]")
     p.add_argument("--json", default=None)
     a = p.parse_args(argv)
-    res = {"machine": machine(), "results": []}
+    global DEVICE
+    DEVICE = torch.device(a.device)
+    res = {"machine": machine(), "device": str(DEVICE), "results": []}
+    if DEVICE.type == "cuda":
+        res["machine"]["gpu"] = torch.cuda.get_device_name(DEVICE)
     jobs = ([("mlp", 100), ("mlp", 1000), ("conv", 100), "eval"] if a.all else
             ["eval"] if a.eval else [(a.net, a.batch)])
     for job in jobs:
         r = (measure_eval(a.eval_images, a.k, a.blocks) if job == "eval" else
-             measure_training(job[0], job[1], a.steps if job[1] <= 100 else max(10, a.steps // 10), a.blocks))
+             measure_training(job[0], job[1], a.steps if job[1] <= 100 else max(10, a.steps // 10), a.blocks,
+                                  a.profile))
         res["results"].append(r)
         print(f"{r['what']}: floor / step = {r['median_floor_share']:.0%} (median of {r['blocks']} blocks; "
               f"floor {statistics.median(r['floor_ms']):.3f} ms, step {statistics.median(r['step_ms']):.3f} ms; "
               f"per block {', '.join(f'{v:.0%}' for v in r['floor_share'])})", flush=True)
+        for name, us, calls in r.get("profile", []):
+            print(f"  {us:9.1f} us/step  {calls:6.1f} calls/step  {name}")
     res["machine"]["load_after"] = round(os.getloadavg()[0], 2)
     if a.json:
         Path(a.json).write_text(json.dumps(res, indent=2) + "\n")

@@ -128,6 +128,15 @@ def load_offline_mnist(data_dir=DATA_DIR, limit=None):
     return ds.train.x, ds.test.x
 
 
+def random_images(limit=None):
+    """10,000 training and 5,000 test images of MNIST's shape, uniform in [0, 1] (the test set
+    binarized once), for timing where the real files are missing."""
+    g = torch.Generator().manual_seed(0)
+    n_train, n_test = (limit or 10000), (limit or 5000)
+    x = torch.rand(n_train + n_test, 1, 28, 28, generator=g)
+    return x[:n_train], torch.bernoulli(x[n_train:], generator=g)
+
+
 def peak_rss_mib():
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
@@ -140,13 +149,17 @@ def main(argv=None):
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--limit", type=int, default=None, help="use only the first N images of each split")
+    p.add_argument("--device", default="cpu", help="cpu or cuda")
     p.add_argument("--json", default=None, help="also write the result to this file")
     args = p.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
-    device = torch.device("cpu")
-    train_x, test_x = load_offline_mnist(args.data_dir, args.limit)
+    device = torch.device(args.device)
+    if Path(args.data_dir, "t10k-images-idx3-ubyte.gz").exists():
+        train_x, test_x = load_offline_mnist(args.data_dir, args.limit)
+    else:  # no MNIST here (e.g. a GPU machine without ../shared): random images of its shape
+        train_x, test_x = random_images(args.limit)
     train_loader = make_loader(train_x, args.batch_size, dynamic=True, shuffle=True)
     test_loader = make_loader(test_x, args.batch_size, dynamic=False, shuffle=True)
     model = VAE().to(device)
@@ -159,7 +172,7 @@ def main(argv=None):
     timed = times[1:] or times
     n = len(train_x)
     result = {
-        "peer": "examples-style", "batch_size": args.batch_size, "epochs": args.epochs,
+        "peer": "examples-style", "device": str(device), "batch_size": args.batch_size, "epochs": args.epochs,
         "threads": torch.get_num_threads(), "train_images": n,
         "images_per_s": n * len(timed) / sum(timed), "seconds_per_epoch": sum(timed) / len(timed),
         "epoch_seconds": [round(t, 4) for t in times],
