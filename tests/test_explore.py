@@ -39,12 +39,13 @@ def runs(tmp_path_factory):
     return {"vae": train(d / "vae", "--latent", 4, "--epochs", 2),
             "plane": train(d / "plane", "--latent", 2, "--epochs", 1),
             "cvae": train(d / "cvae", "--latent", 3, "--epochs", 1, "--conditional"),
-            "ae": train(d / "ae", "--latent", 3, "--epochs", 1, "--model", "autoencoder")}
+            "ae": train(d / "ae", "--latent", 3, "--epochs", 1, "--model", "autoencoder"),
+            "binary": train(d / "binary", "--latent", 6, "--epochs", 1, "--latent-family", "bernoulli")}
 
 
 @pytest.fixture(scope="module")
 def explorers(runs):
-    return {k: Explorer(load_run(v)) for k, v in runs.items()}
+    return {k: Explorer(load_run(runs[k])) for k in ("vae", "plane", "cvae", "ae")}
 
 
 def client(ex, **kw) -> TestClient:
@@ -204,18 +205,40 @@ def test_an_autoencoder_says_what_does_not_apply(explorers):
     np.testing.assert_allclose(ex.score(x).numpy(), want.double().numpy(), rtol=1e-5)
 
 
-def test_colour_and_conv_models_work_the_same_way(tmp_path):
-    rgb = torch.rand(60, 3, 16, 16)
-    model = VAE.conv((3, 16, 16), latent_dim=5, hidden=(8, 16), likelihood="continuous_bernoulli").eval()
-    ex = Explorer(RunData("rgb", model, rgb, torch.arange(60) % 3, False, "standard_normal"))
+def test_a_conv_model_of_colour_jpegs_works_the_same_way(tmp_path, monkeypatch):
+    """A folder of JPEG photos (the form of the CIFAR-10 files), a conv VAE trained on it,
+    explored: colour images out, a JPEG upload in."""
+    monkeypatch.setenv("AEVB_DATA", str(tmp_path / "cache"))   # the folder's decode cache
+    rng = np.random.default_rng(0)
+    for c in ("cats", "ships"):
+        (tmp_path / "photos" / c).mkdir(parents=True)
+        for i in range(30):
+            a = (rng.random((40, 40, 3)) * 255 * (0.4 if c == "cats" else 1)).astype(np.uint8)
+            Image.fromarray(a).save(tmp_path / "photos" / c / f"{i}.jpg")
+    run = train(tmp_path / "run", "--dataset", f"folder:{tmp_path / 'photos'}", "--image-size", 32,
+                "--channels", 3, "--net", "conv", "--hidden", "8,16", "--latent", 3, "--epochs", 1,
+                "--binarize", "none", "--likelihood", "continuous_bernoulli")
+    ex = Explorer(load_run(run))
     c = client(ex)
-    img = pixels(c.post("/api/decode", json={"z": [0.0] * 5}).json()["image"])
-    assert img.shape == (16, 16, 3)
-    photo = Image.fromarray((np.random.default_rng(0).random((40, 50, 3)) * 255).astype(np.uint8))
+    info = c.get("/api/info").json()
+    assert info["input_shape"] == [3, 32, 32] and info["class_names"] == ["cats", "ships"]
+    n = info["gallery"]["n"]                                   # 6 test images: one row
+    assert n == 6 and pixels(info["gallery"]["image"]).shape == (32, n * 32, 3)
+    assert pixels(c.post("/api/decode", json={"z": [0.0] * 3}).json()["image"]).shape == (32, 32, 3)
+    photo = Image.fromarray((rng.random((50, 70, 3)) * 255).astype(np.uint8))
     res = c.post("/api/encode", json={"image": png_url(photo, "JPEG")})
-    assert res.status_code == 200 and pixels(res.json()["input"]).shape == (16, 16, 3)
-    assert math.isfinite(res.json()["score"])
-    assert pixels(c.get("/api/info").json()["gallery"]["image"]).shape == (4 * 16, 12 * 16, 3)
+    assert res.status_code == 200 and pixels(res.json()["input"]).shape == (32, 32, 3)
+    assert pixels(res.json()["reconstruction"]).shape == (32, 32, 3)
+    assert math.isfinite(res.json()["score"]) and 0 <= res.json()["percentile"] <= 100
+    assert c.post("/api/sample", json={"n": 2}).status_code == 200
+
+
+def test_binary_codes_say_that_the_temperature_does_not_apply(runs):
+    ex = Explorer(load_run(runs["binary"]))
+    info = client(ex).get("/api/info").json()
+    assert info["prior"] == "other" and any("Binary latent codes" in n for n in info["notes"])
+    assert all(s["range"] == [0.0, 1.0] for s in info["sliders"])
+    assert client(ex).post("/api/sample", json={"n": 3, "temperature": 2}).status_code == 200
 
 
 def test_a_drawing_is_cropped_to_its_ink_centred_and_binarized_like_the_runs_images():

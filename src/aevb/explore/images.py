@@ -52,7 +52,7 @@ def tile(images: Tensor, nrow: int, pad: int = 0) -> Tensor:
     return out
 
 
-def decode_data_url(url) -> "Image.Image":
+def decode_data_url(url):
     """The PIL image of a PNG or JPEG data URL, fully decoded; ImageError if it is not one."""
     from PIL import Image
     if not isinstance(url, str):
