@@ -158,6 +158,13 @@ def test_an_encoded_image_gets_its_code_reconstruction_and_importance_sampled_sc
             - as_png(ex.decode(z)).astype(int)).__abs__().max() <= 1
 
 
+def test_no_reference_scores_give_no_percentile_rather_than_an_error(runs):
+    ex = Explorer(load_run(runs["vae"]), n_reference=0)
+    res = client(ex).post("/api/encode", json={"image": png_url(Image.new("L", (8, 8), 255))})
+    assert res.status_code == 200 and res.json()["percentile"] is None
+    assert math.isfinite(res.json()["score"])
+
+
 def test_a_conditional_model_is_scored_by_the_marginal_over_classes(explorers):
     ex = explorers["cvae"]
     x = ex.x[ex.gallery[:3]]

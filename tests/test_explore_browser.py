@@ -160,15 +160,16 @@ def test_interpolating_between_two_test_images_and_sampling(page):
     page.wait_for_function("old => document.querySelector('#samples img').src !== old", arg=before)
 
 
-def test_server_time_per_request_in_the_browser(page):
+def test_server_time_per_request_in_the_browser(page, capsys):
     """Runs last: the server times (Server-Timing) of every decoding request the page made."""
     page.wait_for_timeout(300)
     times = page.log["times"]
     decoding = [ms for path, ms in times if path in ("decode", "map", "interpolate")]
     assert len(decoding) >= 5
     med, p90 = np.median(decoding), np.percentile(decoding, 90)
-    print(f"\n  browser e2e, digits model: {len(decoding)} decoding requests, server time median "
-          f"{med:.2f} ms, p90 {p90:.2f} ms; all requests: {len(times)}", end="")
+    with capsys.disabled():
+        print(f"\n  browser e2e, digits model: {len(decoding)} decoding requests, server time median "
+              f"{med:.2f} ms, p90 {p90:.2f} ms; all requests: {len(times)}", end="")
     assert med < 50
     assert "median" in page.inner_text("#timings")
     assert page.log["errors"] == []

@@ -3,11 +3,11 @@ decode a latent vector, go from a map point to a latent vector, interpolate betw
 images, encode and score a new image, sample with a temperature.
 
 Everything that does not change is computed once at start-up: the posterior means ("codes")
-of up to `n_map` test images (a fixed random choice), the order of the latent dimensions
-(by the variance of the codes over those images: the active units first), the 2-D map, the
-anomaly scores of up to `n_reference` of the images (for percentiles; as many as
-`reference_seconds` allow). Every call runs under
-torch.inference_mode and is cheap: one decoder pass for a latent vector.
+of up to `n_map` test images (a fixed random choice; at most 1,000 for t-SNE), the order of
+the latent dimensions (by the variance of the codes over those images: the active units
+first), the 2-D map, the anomaly scores of up to `n_reference` of the images (for
+percentiles; as many as `reference_seconds` allow). The model runs under
+torch.inference_mode; decoding a latent vector is one decoder pass.
 
 Conventions: images (C, H, W) in [0, 1] (decoder means, clipped for display); anomaly scores
 in nats per image: -log p(x) by importance sampling with `score_samples` samples (a
@@ -18,6 +18,7 @@ unknown); an autoencoder has no p(x), and its score is the reconstruction loss
 from __future__ import annotations
 
 import math
+import time
 
 import numpy as np
 import torch
@@ -25,7 +26,7 @@ from torch import Tensor
 
 from .adapter import RunData
 from .images import tile
-from .latent_map import make_map
+from .latent_map import TSNE_MAX_POINTS, make_map
 
 MAX_SLIDERS = 32
 
@@ -37,6 +38,8 @@ class Explorer:
         self.run, self.model, self.prior = run, run.model, run.prior
         self.latent_dim, self.num_classes = int(run.model.latent_dim), int(run.model.num_classes or 0)
         self.shape, self.score_samples = tuple(run.model.input_shape), score_samples
+        if map_kind == "tsne":
+            n_map = min(n_map, TSNE_MAX_POINTS)
         g = torch.Generator().manual_seed(seed)
         keep = torch.randperm(len(run.x), generator=g)[:n_map].sort().values
         self.x = run.x[keep]
@@ -88,8 +91,7 @@ class Explorer:
 
     def _reference(self, index: Tensor, seconds: float, batch: int = 25) -> Tensor:
         """The sorted scores of the test images `index`, batch by batch until `seconds` have
-        passed (at least one batch: a large conditional model keeps start-up short)."""
-        import time
+        passed (at least one batch), so that a large conditional model starts quickly too."""
         t0, out = time.perf_counter(), []
         for i in range(0, len(index), batch):
             if out and time.perf_counter() - t0 > seconds:
@@ -122,7 +124,8 @@ class Explorer:
         """n images. A N(0, I) prior: z = temperature * eps; no prior (an autoencoder): a
         Gaussian fitted to the test codes, its spread scaled by the temperature; another
         prior (binary codes): the model's own `sample`, where a temperature has no meaning."""
-        g = torch.Generator().manual_seed(int(torch.randint(2**31, ())) if seed is None else seed)
+        g = torch.Generator()
+        g.seed() if seed is None else g.manual_seed(seed)
         eps = torch.randn(n, self.latent_dim, generator=g, dtype=torch.float64)
         if self.prior == "standard_normal":
             return self.decode((temperature * eps).numpy(), y)

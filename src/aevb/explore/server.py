@@ -66,6 +66,11 @@ def _r(values, digits: int = 4) -> list:
     return [round(float(x), digits) for x in np.asarray(values).ravel()]
 
 
+def _finite(x: float, digits: int) -> float | None:
+    """`x` rounded, or None (JSON null) when it is not finite (JSON has no NaN)."""
+    return round(x, digits) if np.isfinite(x) else None
+
+
 def page_info(ex: Explorer) -> dict:
     """Everything the page needs once: model, map, sliders, gallery, notes."""
     run, m = ex.run, ex.map
@@ -130,8 +135,8 @@ def api_decode(ex, body):
 
 def api_map(ex, body):
     x0, x1, y0, y1 = ex.map.extent
-    point = v.vector(body["point"], "point", 2, bound=1e6)
-    v.number(point[0], "point[0]", x0, x1), v.number(point[1], "point[1]", y0, y1)
+    u, w = v.vector(body["point"], "point", 2, bound=1e6)
+    point = (v.number(u, "point[0]", x0, x1), v.number(w, "point[1]", y0, y1))
     return _decoded(ex, ex.from_map(point), v.label(body.get("y"), ex.num_classes))
 
 
@@ -150,8 +155,8 @@ def api_encode(ex, body):
     x = prepare(decode_data_url(body["image"]), ex.shape, invert, fit, ex.run.binarized)
     res = ex.encode(x, y)
     return {"input": to_data_url(x), "reconstruction": to_data_url(res["reconstruction"]),
-            "z": _r(res["z"], 5), "map": _r(res["map"]), "score": round(res["score"], 3),
-            "percentile": round(res["percentile"], 1)}
+            "z": _r(res["z"], 5), "map": _r(res["map"]), "score": _finite(res["score"], 3),
+            "percentile": _finite(res["percentile"], 1)}
 
 
 def api_sample(ex, body):

@@ -35,7 +35,7 @@ function live(path, onResult) {
   return (body) => { if (busy) pending = body; else send(body); };
 }
 
-function median(values, q) {
+function quantile(values, q) {
   const s = [...values].sort((a, b) => a - b);
   return s.length ? s[Math.min(s.length - 1, Math.floor(q * s.length))] : NaN;
 }
@@ -43,7 +43,7 @@ function median(values, q) {
 function showTimings() {
   const t = state.times;
   $("timings").textContent = `server time per request (this page, ${t.length} requests): ` +
-    `median ${median(t, 0.5).toFixed(1)} ms, p90 ${median(t, 0.9).toFixed(1)} ms`;
+    `median ${quantile(t, 0.5).toFixed(1)} ms, p90 ${quantile(t, 0.9).toFixed(1)} ms`;
 }
 
 const withClass = (body) => (state.info.num_classes ? Object.assign(body, {y: state.y}) : body);
@@ -96,11 +96,14 @@ async function loadBackground() {
 }
 
 function legend() {
-  const m = state.info.map, names = state.info.class_names;
+  const m = state.info.map;
   if (!m.labels) return;
-  const labels = [...new Set(m.labels)].sort((a, b) => a - b);
-  $("legend").innerHTML = labels.map((l) =>
-    `<span><i style="background:${colour(l)}"></i>${names && names[l] ? names[l] : l}</span>`).join("");
+  for (const l of [...new Set(m.labels)].sort((a, b) => a - b)) {
+    const item = document.createElement("span"), dot = document.createElement("i");
+    dot.style.background = colour(l);
+    item.append(dot, String(labelName(l)));
+    $("legend").appendChild(item);
+  }
 }
 
 // ------------------------------------------------------------------ decoded image and sliders
@@ -201,8 +204,9 @@ const encodeLive = live("/api/encode", (res) => {
   $("input").src = res.input; $("recon").src = res.reconstruction;
   state.drawn = res.map; drawMap();
   const sc = state.info.score;
-  $("score").innerHTML = `anomaly score <b>${res.score.toFixed(1)} nats</b> (${sc.kind}): ` +
-    `higher than <b>${res.percentile.toFixed(0)}%</b> of ${sc.reference} test images ` +
+  const fmt = (x, d) => (x === null ? "?" : x.toFixed(d));
+  $("score").innerHTML = `anomaly score <b>${fmt(res.score, 1)} nats</b> (${sc.kind}): ` +
+    `higher than <b>${fmt(res.percentile, 0)}%</b> of ${sc.reference} test images ` +
     `(their median ${sc.reference_median}). <span class="timing">server: ${res.ms.toFixed(1)} ms</span>`;
 });
 
