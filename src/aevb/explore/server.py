@@ -248,35 +248,41 @@ def allowed_hosts(host: str) -> list[str]:
 
 def serve(run_dir, host: str = "127.0.0.1", port: int = 8000, open_browser: bool = True,
           map_kind: str = "pca", data_dir=None, threads: int = 1) -> int:
-    """Load the run, compute what the page needs, and serve it until Ctrl-C. The socket is
-    bound (and listening) before the address is printed and the browser opened; a port in
-    use is an OSError naming it. Requests run with `threads` intra-op threads."""
-    import socket
+    """Load the run, compute what the page needs, and serve it until Ctrl-C. The port is
+    taken first (a port in use fails at once, as an OSError naming it), and listens before
+    the address is printed and the browser opened. Requests run with `threads` intra-op
+    threads."""
     import webbrowser
 
     import uvicorn
 
     from .adapter import load_run
-    t0 = time.perf_counter()
-    run = load_run(run_dir, data_dir)
-    ex = Explorer(run, map_kind=map_kind)
-    print(f"aevb explore: {run.name}: {len(ex.x)} test codes, map {ex.map.kind}, "
-          f"anomaly scores of {len(ex.reference)} test images; ready in {time.perf_counter() - t0:.1f} s")
-    app = create_app(ex, allowed_hosts(host), threads)
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
+    with _bind(host, port) as sock:
+        t0 = time.perf_counter()
+        run = load_run(run_dir, data_dir)
+        ex = Explorer(run, map_kind=map_kind)
+        print(f"aevb explore: {run.name}: {len(ex.x)} test codes, map {ex.map.kind}, anomaly scores "
+              f"of {len(ex.reference)} test images; ready in {time.perf_counter() - t0:.1f} s")
+        app = create_app(ex, allowed_hosts(host), threads)
+        sock.listen(128)
+        name = host.strip("[]")
+        url = f"http://{f'[{name}]' if ':' in name else name}:{sock.getsockname()[1]}/"
+        print(f"aevb explore: serving {run.name} at {url}  (Ctrl-C stops)", flush=True)
+        if open_browser:
+            webbrowser.open(url)
+        uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="off")).run(sockets=[sock])
+    return 0
+
+
+def _bind(host: str, port: int):
+    """A TCP socket bound to (host, port), not yet listening; OSError naming them if taken."""
+    import socket
+    name = host.strip("[]")
+    sock = socket.socket(socket.AF_INET6 if ":" in name else socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:
-        sock.bind((host.strip("[]"), port))
+        sock.bind((name, port))
     except OSError as e:
         sock.close()
         raise OSError(e.errno, f"cannot listen on {host}:{port} ({e.strerror}); choose another --port") from None
-    sock.listen(128)
-    bound = sock.getsockname()[1]
-    url = f"http://{f'[{host}]' if family == socket.AF_INET6 else host}:{bound}/"
-    print(f"aevb explore: serving {run.name} at {url}  (Ctrl-C stops)", flush=True)
-    if open_browser:
-        webbrowser.open(url)
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="off"))
-    server.run(sockets=[sock])
-    return 0
+    return sock
