@@ -484,6 +484,34 @@ ARGUMENTS.update({"eval": _eval_arguments, "plot": _plot_arguments, "report": _r
                   "sweep": _sweep_arguments})
 
 
+# ----------------------------------------------------------------------------- explore
+def _explore_arguments(p):
+    p.add_argument("run", help="run directory (written by aevb train)")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1, this machine only)")
+    p.add_argument("--port", type=_count, default=8000, help="port (default: 8000; 0 picks a free one)")
+    p.add_argument("--no-browser", action="store_true", help="do not open a web browser")
+    p.add_argument("--map", choices=["pca", "tsne"], default="pca",
+                   help="2-D map of latents larger than 2: PCA (default) or t-SNE (computed at start-up)")
+    p.add_argument("--data-dir", default=None, help="read the dataset's files from here")
+
+
+@command("explore", "a local web page to explore the latent space of a trained model")
+def cmd_explore(args) -> int:
+    try:
+        import starlette  # noqa: F401
+        import uvicorn  # noqa: F401
+    except ImportError:
+        raise config_mod.ConfigError('aevb explore needs the optional extra "explore": '
+                                     'pip install -e ".[explore]" (Starlette and uvicorn)') from None
+    if args.port > 65535:
+        raise config_mod.ConfigError(f"--port must be 0..65535, got {args.port}")
+    from .explore.server import serve
+    return serve(args.run, args.host, args.port, not args.no_browser, args.map, args.data_dir)
+
+
+ARGUMENTS["explore"] = _explore_arguments
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="aevb", description="Variational autoencoders: train, evaluate, show.")
     sub = p.add_subparsers(dest="command", required=True)
