@@ -1,0 +1,77 @@
+"""What training prints: a bar on a terminal, one line per epoch in a log file (aevb.progress)."""
+import io
+import re
+import subprocess
+import sys
+
+import pytest
+
+from aevb.progress import Reporter, format_epoch
+
+LINE = re.compile(r"^epoch (\d+)/(\d+)  elbo train -?\d+\.\d\d test -?\d+\.\d\d  "
+                  r"kl train -?\d+\.\d\d test -?\d+\.\d\d  \d+\.\d s$")
+
+
+class Terminal(io.StringIO):
+    def isatty(self):
+        return True
+
+
+RECORD = {"epoch": 3, "train_elbo": -120.4567, "train_rec": -95.0, "train_kl": 25.1, "test_elbo": -121.02,
+          "test_rec": -95.7, "test_kl": 25.314, "seconds": 12.34, "skipped_steps": 0}
+
+
+def test_epoch_line_format():
+    assert format_epoch(RECORD, 20, 4.06) == \
+        "epoch 3/20  elbo train -120.46 test -121.02  kl train 25.10 test 25.31  4.1 s"
+    assert format_epoch(RECORD) == "epoch 3  elbo train -120.46 test -121.02  kl train 25.10 test 25.31  12.3 s"
+    ae = {"epoch": 1, "train_rec": -30.5, "train_mse": 0.1, "test_rec": -31.25, "seconds": 1.0, "skipped_steps": 2}
+    assert format_epoch(ae, 5) == "epoch 1/5  rec train -30.50 test -31.25  1.0 s  skipped steps 2"
+    assert LINE.match(format_epoch(RECORD, 20, 4.06))
+
+
+def feed(reporter, epochs=2):
+    for e in range(1, epochs + 1):
+        reporter.update(5)
+        reporter.epoch({**RECORD, "epoch": e, "seconds": 1.5 * e})
+    reporter.close()
+
+
+@pytest.mark.parametrize("progress, out_tty, err_tty, lines, bar", [
+    (True, False, False, True, False),    # a log file: lines, no carriage returns
+    (True, True, True, False, True),      # a terminal: the bar only
+    (True, False, True, True, True),      # stdout to a file, the bar still on the terminal
+    ("both", True, True, True, True),     # --log-every-epoch on a terminal
+    ("lines", True, True, True, False),   # --no-progress
+    (False, False, False, False, False),  # --quiet
+])
+def test_reporter_modes(progress, out_tty, err_tty, lines, bar):
+    out = Terminal() if out_tty else io.StringIO()
+    err = Terminal() if err_tty else io.StringIO()
+    feed(Reporter(progress, total=10, epochs=2, stdout=out, stderr=err))
+    got = [x for x in out.getvalue().splitlines() if x]
+    if lines:
+        assert len(got) == 2 and all(LINE.match(x) for x in got), got
+        assert got[1].endswith("  1.5 s")  # the epoch's own seconds, not the running total
+    else:
+        assert got == []
+    assert ("\r" in err.getvalue()) == bar
+    with pytest.raises(ValueError, match="progress"):
+        Reporter("sometimes")
+
+
+def _train(*flags, tmp_path):
+    return subprocess.run([sys.executable, "-m", "aevb", "train", "--hidden", "8", "--latent-dim", "2",
+                           "--epochs", "2", "--out", str(tmp_path / "r"), "--no-figures", *flags],
+                          capture_output=True, text=True, timeout=300)
+
+
+@pytest.mark.parametrize("flags, n_lines", [((), 2), (("--no-progress",), 2),
+                                            (("--log-every-epoch",), 2), (("--quiet",), 0)])
+def test_cli_prints_one_line_per_epoch_without_a_terminal(tmp_path, flags, n_lines):
+    r = _train(*flags, tmp_path=tmp_path)
+    assert r.returncode == 0, r.stderr
+    epochs = [x for x in r.stdout.splitlines() if x.startswith("epoch ")]
+    assert len(epochs) == n_lines and all(LINE.match(x) for x in epochs), r.stdout
+    assert [LINE.match(x).group(1, 2) for x in epochs] == [("1", "2"), ("2", "2")][:n_lines]
+    assert "\r" not in r.stderr  # no tqdm bar written into a pipe
