@@ -2,19 +2,33 @@
 
 Conventions: log-likelihoods are summed over pixels and averaged over examples, in nats
 per example; the KL weight is `beta` (1 unless set).
+
+The submodules and `VAE`, `load`, `train`, `Run` are imported on first use (PEP 562), so
+that `import aevb` (and `aevb --help`) does not import torch.
 """
+import importlib
 import os
 
 from . import runtime
 
 runtime.thread_default()  # before torch is imported: see aevb.runtime
 runtime.malloc_default()
-
-from . import data, distributions, evaluation, models, objectives  # noqa: E402
-from .models import VAE, load  # noqa: E402
-from .training import Run, train  # noqa: E402
-
 runtime.set_threads(os.environ.get("AEVB_THREADS", "auto"), source="AEVB_THREADS")
 
 __version__ = "0.1.0"
 __all__ = ["VAE", "Run", "data", "distributions", "evaluation", "load", "models", "objectives", "train"]
+
+_SUBMODULES = ("data", "distributions", "evaluation", "models", "objectives")
+_NAMES = {"VAE": "models", "load": "models", "Run": "training", "train": "training"}
+
+
+def __getattr__(name: str):
+    if name in _SUBMODULES:
+        return importlib.import_module(f".{name}", __name__)
+    if name in _NAMES:
+        return getattr(importlib.import_module(f".{_NAMES[name]}", __name__), name)
+    raise AttributeError(f"module 'aevb' has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted({*globals(), *__all__})
