@@ -4,9 +4,11 @@ Conventions: log-likelihoods are summed over pixels and averaged over examples, 
 per example; the KL weight is `beta` (1 unless set).
 
 The submodules and `VAE`, `load`, `train`, `Run` are imported on first use (PEP 562), so
-that `import aevb` (and `aevb --help`) does not import torch.
+that `import aevb` (and `aevb --help`) does not import torch: `aevb.report.write_report`,
+`from aevb import VAE` and `import aevb.plots` all work as before.
 """
 import importlib
+import importlib.util
 import os
 
 from . import runtime
@@ -18,15 +20,15 @@ runtime.set_threads(os.environ.get("AEVB_THREADS", "auto"), source="AEVB_THREADS
 __version__ = "0.1.0"
 __all__ = ["VAE", "Run", "data", "distributions", "evaluation", "load", "models", "objectives", "train"]
 
-_SUBMODULES = ("data", "distributions", "evaluation", "models", "objectives")
 _NAMES = {"VAE": "models", "load": "models", "Run": "training", "train": "training"}
 
 
 def __getattr__(name: str):
-    if name in _SUBMODULES:
-        return importlib.import_module(f".{name}", __name__)
+    """`aevb.VAE`, `aevb.train`, ... and any submodule (`aevb.report`), imported on first use."""
     if name in _NAMES:
         return getattr(importlib.import_module(f".{_NAMES[name]}", __name__), name)
+    if not name.startswith("_") and importlib.util.find_spec(f"{__name__}.{name}") is not None:
+        return importlib.import_module(f".{name}", __name__)
     raise AttributeError(f"module 'aevb' has no attribute {name!r}")
 
 

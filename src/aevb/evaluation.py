@@ -335,11 +335,9 @@ def evaluate(model, split, *, nll_samples: int = 5000, limit: int | None = None,
 
       n, elbo / rec / kl (+ "<key>_stderr"): the test ELBO with one sample per image;
       log_px, log_px_stderr, nll_samples, elbo_is, gap = log_px - elbo_is, ess:
-          the importance-sampled log p(x) with K = `nll_samples` (0 skips it), the ELBO from
-          the same K samples (elbo_is, not the headline elbo above, which uses one sample per
-          image), their difference (>= 0 in expectation; the looseness of the bound), and the
-          effective sample size of the weights per image: its mean (ess), median (ess_median)
-          and minimum (ess_min) over the images, a skewed spread;
+          the importance-sampled log p(x) with K = `nll_samples` (0 skips it), the ELBO of
+          the same K samples (not the one-sample elbo above), their difference (>= 0 in
+          expectation), and the mean, median and minimum effective sample size over images;
       bits_per_dim (+ bits_per_dim_elbo) where it has a meaning (see `_bpd_offset`);
       active_units, latent_dim, unit_variance;
       denoising: `denoising(...)` for the rates in `denoise` (if any);

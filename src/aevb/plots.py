@@ -2,12 +2,17 @@
 
 Each figure is one function taking the model (and test data where it needs images):
 
-  samples        z ~ p(z) decoded: decoder means ("distributions") and most probable values
+  samples        z ~ p(z) (or a fitted mixture, at a temperature) decoded: decoder means
+                 ("distributions") and most probable values; a conditional model one
+                 labelled row per class
   reconstructions  test images beside their reconstructions            (kind "recon")
   manifold       decoder means over a grid of latent points Phi^-1(u), u on a regular grid
-                 of the unit square (Kingma & Welling fig. 4); two chosen dims, others 0
+                 of the unit square (Kingma & Welling fig. 4); the two most active dims (or
+                 two chosen ones), others 0
   latent         posterior means of test images coloured by label: directly in 2-D, by
                  t-SNE and PCA above; a histogram of q(z_j = 1 | x) for binary latents
+  mixture        codes beside samples of a Gaussian mixture fitted to them (kind "latent"
+                 with a sampler)
   interpolate    decoder means along straight lines between the codes of pairs of images
   denoise        salt-and-pepper corrupted images beside their reconstructions
   curves         train and test ELBO per epoch (nats per example)

@@ -24,13 +24,15 @@ from .evaluation import NotApplicable
 
 #: figure kind -> (section title, caption); the order of the page
 FIGURES = {
-    "samples": ("Samples from the prior",
-                "z ~ p(z) decoded: the decoder means E[x|z] (the distributions) and the most "
-                "probable values (thresholded at 1/2 for binary pixels)."),
+    "samples": ("Samples",
+                "Codes z decoded (from the prior p(z); an autoencoder's from a Gaussian fitted to "
+                "its training codes, as the figure's title says): the decoder means E[x|z] (the "
+                "distributions) and the most probable values (thresholded at 1/2 for binary pixels)."),
     "recon": ("Reconstructions", "Test images (left) and E[x | z = E_q z] (right)."),
     "manifold": ("Learned manifold",
                  "Decoder means over latent points Phi^-1(u) for u on a regular grid of the unit "
-                 "square (Kingma & Welling fig. 4); other dimensions at 0."),
+                 "square (Kingma & Welling fig. 4), over the two most active latent dimensions "
+                 "(the title names them); other dimensions at 0."),
     "latent": ("Latent space", "Posterior means of test images, coloured by label."),
     "interpolate": ("Interpolation",
                     "Decoder means along straight lines between the posterior means of pairs of "
