@@ -34,7 +34,7 @@ class Config:
     image_size: int | None = None     # folder datasets: resize to this size; unset: 64
     channels: int | None = None       # folder datasets: 1 (grayscale) or 3 (RGB); unset: 3
     # model
-    model: str = "vae"                # the model: a VAE, or a deterministic autoencoder
+    model: str = "vae"                # a VAE, a deterministic autoencoder, or one added by models.register
     net: str = "mlp"                  # encoder and decoder networks (the decoder mirrors the encoder)
     hidden: list[int] = field(default_factory=lambda: [400, 400])  # hidden layer sizes (conv: channels)
     latent_dim: int = 20              # size of the latent code z

@@ -111,7 +111,7 @@ def _label_of(cls: str, names, dataset: str) -> int:
     """The label of class name `cls` in the dataset's class names (a DataError if unknown)."""
     import difflib
     if not names:
-        raise DataError(f"dataset {dataset!r} has no class names; select classes by their labels "
+        raise DataError(f"dataset {dataset!r} has no class names; select classes by their integer labels "
                         "(e.g. 0,1,2)")
     if cls not in names:
         close = difflib.get_close_matches(cls, names, n=1)
