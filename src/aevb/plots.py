@@ -78,7 +78,8 @@ def save_panels(path, panels, suptitle: str | None = None) -> Path:
     """Several image grids side by side: `panels` = [(title, images (N, C, H, W), nrow), ...],
     each optionally with a fourth item, labels for its rows."""
     panels = [(*p, None) if len(p) == 3 else tuple(p) for p in panels]
-    grids = [(t, image_grid(im, nr), im.shape[2] + 1, labels) for t, im, nr, labels in panels]  # row step: H + pad
+    # (title, grid, pixels from one row of images to the next: H + pad, row labels)
+    grids = [(t, image_grid(im, nr), im.shape[2] + 1, labels) for t, im, nr, labels in panels]
     widths = [_inches(g.shape[1]) for _, g, _, _ in grids]
     height = max(w * g.shape[0] / g.shape[1] for w, (_, g, _, _) in zip(widths, grids))
     fig, axes = plt.subplots(1, len(grids), figsize=(sum(widths) + 0.2 * len(grids),
@@ -297,8 +298,7 @@ def manifold(model, path, n: int = 20, dims=None, label: int | None = None, spli
     title = "learned manifold" + ("" if d == 2 else f" over dims {i} (across) and {j} (down)"
                                   + (", the two most active" if active else "") + "; others 0")
     if y is not None:
-        c = int(y[0])
-        title += f", class {class_names[c] if class_names is not None and c < len(class_names) else c}"
+        title += f", class {_name(y[0], class_names)}"
     return save_grid(path, x, n, title)
 
 

@@ -214,10 +214,11 @@ class VAE(Model):
         z = prior.sample((n,))
         if temperature == 1:
             return z
-        if not self.latent.reparameterized or not temperature > 0:
-            raise ValueError(f"temperature must be a positive number and applies to Gaussian "
-                             f"latents; got {temperature!r} for latent family "
-                             f"{self.config['latent_family']!r}")
+        if not temperature > 0:
+            raise ValueError(f"temperature must be a positive number, got {temperature!r}")
+        if not self.latent.reparameterized:
+            raise ValueError(f"temperature applies to Gaussian latents, not to latent family "
+                             f"{self.config['latent_family']!r} (binary codes)")
         return prior.mean + temperature * (z - prior.mean)
 
     def _labels(self, n: int, y) -> Tensor | None:
