@@ -6,6 +6,7 @@ import sys
 
 import pytest
 
+from aevb.cli import main
 from aevb.progress import Reporter, format_epoch
 
 LINE = re.compile(r"^epoch (\d+)/(\d+)  elbo train -?\d+\.\d\d test -?\d+\.\d\d  "
@@ -60,18 +61,26 @@ def test_reporter_modes(progress, out_tty, err_tty, lines, bar):
         Reporter("sometimes")
 
 
-def _train(*flags, tmp_path):
-    return subprocess.run([sys.executable, "-m", "aevb", "train", "--hidden", "8", "--latent-dim", "2",
-                           "--epochs", "2", "--out", str(tmp_path / "r"), "--no-figures", *flags],
-                          capture_output=True, text=True, timeout=300)
+TRAIN = ["train", "--hidden", "8", "--latent-dim", "2", "--epochs", "2", "--no-figures"]
 
 
-@pytest.mark.parametrize("flags, n_lines", [((), 2), (("--no-progress",), 2),
-                                            (("--log-every-epoch",), 2), (("--quiet",), 0)])
-def test_cli_prints_one_line_per_epoch_without_a_terminal(tmp_path, flags, n_lines):
-    r = _train(*flags, tmp_path=tmp_path)
+def _epoch_lines(stdout: str) -> list[str]:
+    lines = [x for x in stdout.splitlines() if x.startswith("epoch ")]
+    assert all(LINE.match(x) for x in lines), stdout
+    return lines
+
+
+def test_cli_prints_one_line_per_epoch_into_a_pipe(tmp_path):
+    """A real process whose stdout and stderr are pipes: the lines, and no carriage returns."""
+    r = subprocess.run([sys.executable, "-m", "aevb", *TRAIN, "--out", str(tmp_path / "r")],
+                       capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr
-    epochs = [x for x in r.stdout.splitlines() if x.startswith("epoch ")]
-    assert len(epochs) == n_lines and all(LINE.match(x) for x in epochs), r.stdout
-    assert [LINE.match(x).group(1, 2) for x in epochs] == [("1", "2"), ("2", "2")][:n_lines]
+    assert [LINE.match(x).group(1, 2) for x in _epoch_lines(r.stdout)] == [("1", "2"), ("2", "2")]
     assert "\r" not in r.stderr  # no tqdm bar written into a pipe
+
+
+@pytest.mark.parametrize("flags, n_lines", [(("--no-progress",), 2), (("--log-every-epoch",), 2),
+                                            (("--quiet",), 0), (("--quiet", "--no-progress"), 0)])
+def test_cli_progress_flags(tmp_path, capsys, flags, n_lines):
+    assert main([*TRAIN, "--out", str(tmp_path / "r"), *flags]) == 0
+    assert len(_epoch_lines(capsys.readouterr().out)) == n_lines
