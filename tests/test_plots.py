@@ -101,7 +101,7 @@ def test_cli_samples_per_class_of_a_conditional_run(tmp_path, capsys):
                      "--hidden", "16", "--out", str(out), "--no-progress", "--no-figures"]) == 0
     assert cli.main(["plot", str(out), "samples", "--per-class", "3", "-o", str(tmp_path / "s.png")]) == 0
     img = png(tmp_path / "s.png")
-    assert img.shape[1] > img.shape[0]                       # 10 class columns, 3 rows
+    assert img.shape[0] > img.shape[1]                       # 10 class rows of 3 (as aevb sample)
     plain = tmp_path / "plain"
     assert cli.main(["train", "--dataset", "digits", "--epochs", "1", "--hidden", "16", "--out", str(plain),
                      "--no-progress", "--no-figures"]) == 0

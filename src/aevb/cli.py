@@ -28,23 +28,41 @@ def command(name: str, help: str):
 # ----------------------------------------------------------------------------- train
 def _train_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("config", nargs="?", help="YAML file of config keys (see configs/)")
-    for name, f in config_mod.FIELDS.items():
+    helps = config_mod.help_texts()  # each key's comment in config.Config, choices, default
+    for name in config_mod.FIELDS:
         flag = "--" + name.replace("_", "-")
         extra = ["--latent"] if name == "latent_dim" else []
         if config_mod._types(name) == (bool,):
-            p.add_argument(flag, dest=name, default=None, action=argparse.BooleanOptionalAction)
+            p.add_argument(flag, dest=name, default=None, action=argparse.BooleanOptionalAction,
+                           help=helps[name])
         else:
-            p.add_argument(flag, *extra, dest=name, default=None, metavar=name.upper(),
-                           help=f"(default: {_default(f)})")
+            p.add_argument(flag, *extra, dest=name, default=None, metavar=name.upper(), help=helps[name])
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint")
     p.add_argument("--overwrite", action="store_true", help="replace an existing run directory")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--no-progress", action="store_true",
+                   help="no progress bar; one line per epoch instead (nothing with --quiet)")
+    p.add_argument("--log-every-epoch", action="store_true",
+                   help="one line per epoch on stdout also on a terminal (always when stdout is not one)")
+    p.add_argument("-q", "--quiet", action="store_true", help="print nothing while training")
     p.add_argument("--no-figures", action="store_true", help="skip figures at the end")
 
 
-def _default(f):
-    import dataclasses
-    return f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
+def _progress_mode(args):
+    """`aevb.train`'s `progress` for the flags (see aevb.progress)."""
+    if args.quiet:
+        return False
+    if args.no_progress:
+        return "lines"
+    return "both" if args.log_every_epoch else True
+
+
+def _data_line(cfg) -> str:
+    """What the run reads and how: the dataset, its binarization and the likelihood, with
+    the choices that were made for it ("auto")."""
+    auto = getattr(cfg, "auto", ())
+    def show(key):
+        return f"{key} {getattr(cfg, key)}" + (" (auto; set --" + key + " to change)" if key in auto else "")
+    return f"data: {cfg.dataset}; {show('binarize')}; {show('likelihood')}"
 
 
 @command("train", "train a model (YAML config and/or flags)")
@@ -57,7 +75,9 @@ def cmd_train(args) -> int:
     name = Path(args.config).stem if args.config else \
         f"{cfg.dataset.replace(':', '-').replace('/', '-')}-{cfg.model}-z{cfg.latent_dim}"
     cfg.out = cfg.out or str(Path("runs") / name)
-    run, ds = config_mod.train_config(cfg, progress=not args.no_progress, overwrite=args.overwrite,
+    if not args.quiet:
+        print(_data_line(cfg), flush=True)
+    run, ds = config_mod.train_config(cfg, progress=_progress_mode(args), overwrite=args.overwrite,
                                       resume=args.resume)
     if run.stopped:
         print(f"stopped by {run.stopped}; checkpoint saved. Continue with: aevb train --resume --out {cfg.out}")
@@ -90,6 +110,23 @@ def _sample_arguments(p):
     p.add_argument("--gmm", type=_positive_int, default=None, metavar="K",
                    help="draw codes from a K-component Gaussian mixture fitted to the codes of "
                         "the run's training images (saved in RUN/gmm-K.*) instead of the prior")
+    _temperature_argument(p)
+
+
+def _temperature_argument(p) -> None:
+    p.add_argument("--temperature", type=_positive_float, default=1.0, metavar="T",
+                   help="scale the spread of the codes' distribution by T (z = T eps for the "
+                        "standard normal prior; e.g. 0.5 for cleaner, less varied samples)")
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = 0.0
+    if not 0 < value < float("inf"):
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}")
+    return value
 
 
 def _at_least(minimum: int, what: str):
@@ -129,7 +166,11 @@ def cmd_sample(args) -> int:
     model = load(args.run)
     if getattr(args, "per_class", None) or getattr(args, "gmm", None):
         return _sample_special(args, model)
-    print(plots.save_grid(args.output, model.sample(args.n)))
+    try:
+        images = model.sample(args.n, temperature=args.temperature)
+    except ValueError as e:  # a temperature for binary latents
+        raise config_mod.ConfigError(f"--temperature: {e}") from None
+    print(plots.save_grid(args.output, images))
     return 0
 
 
@@ -143,31 +184,38 @@ def cmd_datasets(args) -> int:
 
 # ----------------------------------------------------------------------------- models: sample extras, score, impute
 def _sample_special(args, model) -> int:
-    """`aevb sample --per-class N` (conditional models) and `--gmm K` (codes from a mixture)."""
-    import torch
-
-    from . import plots, samplers, uses
-    sampler = model
-    if args.gmm:
-        cfg = uses.run_config(args.run)
-        if cfg is None:
-            raise config_mod.ConfigError(f"--gmm: {args.run} has no run config.json naming its "
-                                         "dataset; pass a run directory")
-        train_split = uses.run_images(cfg, "train")
-        sampler = samplers.GMMSampler.fit(model, train_split, args.gmm, seed=args.seed)
-        if Path(args.run).is_dir():
-            print(sampler.save(Path(args.run) / f"gmm-{args.gmm}"))
-        torch.manual_seed(args.seed)
-    if args.per_class:
-        k = getattr(model, "num_classes", 0)
-        if not k:
-            raise config_mod.ConfigError("--per-class needs a conditional model (trained with conditional: true)")
-        y = torch.arange(k).repeat_interleave(args.per_class)
-        images, nrow = sampler.sample(len(y), y), args.per_class
-    else:
-        images, nrow = sampler.sample(args.n), None
-    print(plots.save_grid(args.output, images, nrow=nrow))
+    """`aevb sample --per-class N` (conditional models) and `--gmm K` (codes from a mixture):
+    the figure of `aevb plot samples`, decoder means and most probable values, one row per
+    class (labelled) for a conditional model."""
+    from . import plots, uses
+    from .data import class_names
+    cfg = uses.run_config(args.run)
+    sampler = _gmm(args.run, cfg, model, args.gmm, args.seed, save=True) if args.gmm else None
+    if args.per_class and not getattr(model, "num_classes", 0):
+        raise config_mod.ConfigError("--per-class needs a conditional model (trained with conditional: true)")
+    try:
+        print(plots.samples(model, args.output, args.n, args.seed, temperature=args.temperature,
+                            sampler=sampler, per_class=args.per_class,
+                            class_names=class_names(cfg.dataset) if cfg else None))
+    except ValueError as e:
+        raise config_mod.ConfigError(str(e)) from None
     return 0
+
+
+def _gmm(run, cfg, model, k: int, seed: int, save: bool = False):
+    """A K-component Gaussian mixture fitted to the codes of the run's training images
+    (binarized as the run's were); saved as RUN/gmm-K.* with `save`."""
+    from . import samplers, uses
+    if cfg is None:
+        raise config_mod.ConfigError(f"--gmm: {run} has no run config.json naming its dataset; "
+                                     "pass a run directory")
+    try:
+        sampler = samplers.GMMSampler.fit(model, uses.run_images(cfg, "train"), k, seed=seed)
+    except ValueError as e:  # more components than codes
+        raise config_mod.ConfigError(f"--gmm: {e}") from None
+    if save and Path(run).is_dir():
+        print(sampler.save(Path(run) / f"gmm-{k}"))
+    return sampler
 
 
 def _images_arguments(p, default_out: str) -> None:
@@ -338,6 +386,7 @@ def cmd_eval(args) -> int:
     from tqdm.auto import tqdm
 
     from . import __version__, evaluation, report
+    from .data import eval_binarization
     run = report.open_run(args.run)
     ds = report.run_dataset(run.config, args.data_dir)
     n = len(ds.test) if args.limit is None else min(args.limit, len(ds.test))
@@ -353,12 +402,15 @@ def cmd_eval(args) -> int:
     bar.close()
     res["seconds"]["total"] = round(time.perf_counter() - t, 3)
     res = {"run": str(run.dir), "dataset": ds.name, "classes": run.config.get("classes"),
-           "split": "test", "binarize": ds.binarize, "aevb": __version__,
+           "split": "test", "binarize": ds.binarize,
+           "test_binarization": eval_binarization(ds.binarize), "aevb": __version__,
            "date": datetime.datetime.now().isoformat(timespec="seconds"), **res}
     out = Path(args.output) if args.output else run.dir / "eval.json"
     out.write_text(json.dumps(res, indent=2) + "\n")
     print(evaluation.format_table(res))
     print(f"written to {out}")
+    if out.resolve() == (run.dir / "eval.json").resolve() and report.refresh_report(run.dir):
+        print(f"report updated: {run.dir / 'report.html'}")
     return 0
 
 
@@ -371,19 +423,28 @@ def _dims(text: str) -> tuple[int, int]:
     return i, j
 
 
+#: plots.KINDS, listed here so that building the parser imports no torch (a test keeps them equal)
+PLOT_KINDS = ("samples", "recon", "manifold", "latent", "interpolate", "denoise", "curves")
+
+
 def _plot_arguments(p):
-    from .plots import KINDS
     p.add_argument("run", help="run directory (for latent-sweep: a directory written by aevb sweep)")
-    p.add_argument("kind", choices=[*KINDS, "latent-sweep"], help="which figure")
+    p.add_argument("kind", choices=[*PLOT_KINDS, "latent-sweep"], help="which figure")
     p.add_argument("-o", "--output", default=None, help="PNG file (default: RUN/figures/KIND.png)")
     p.add_argument("-n", type=_positive_int, default=None,
                    help="how many images (samples, recon, denoise), points (latent), grid size "
                         "(manifold) or pairs (interpolate)")
-    p.add_argument("--dims", type=_dims, default=(0, 1), help="manifold: the two latent dims that vary")
+    p.add_argument("--dims", type=_dims, default=None,
+                   help="manifold: the two latent dims that vary (default: the two most active "
+                        "over the test images)")
     p.add_argument("--rate", type=float, default=0.2, help="denoise: salt-and-pepper rate")
     p.add_argument("--label", type=int, default=None, help="manifold of a conditional model: the class")
     p.add_argument("--per-class", type=_positive_int, default=None, metavar="N",
-                   help="samples of a conditional model: N per class, one column per class")
+                   help="samples of a conditional model: N per class, one row per class")
+    p.add_argument("--gmm", type=_positive_int, default=None, metavar="K",
+                   help="samples: codes from a K-component Gaussian mixture fitted to the codes of "
+                        "the training images; latent: that mixture's samples over the codes")
+    _temperature_argument(p)
     p.add_argument("--no-tsne", action="store_true", help="latent: PCA only (t-SNE takes seconds)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--data-dir", default=None, help="read the dataset's files from here")
@@ -399,17 +460,31 @@ def cmd_plot(args) -> int:
         return 0
     run = report.open_run(args.run)
     ds = None
-    if args.kind in ("recon", "latent", "interpolate", "denoise"):
-        ds = report.run_dataset(run.config, args.data_dir)
+    if args.kind in ("recon", "latent", "interpolate", "denoise") or (
+            args.kind == "manifold" and args.dims is None and "dataset" in run.config):
+        ds = report.run_dataset(run.config, args.data_dir)  # manifold: its most active dims
     out = Path(args.output) if args.output else run.dir / "figures" / f"{args.kind}.png"
     try:
         print(plots.make(args.kind, run.model, ds, out, history=run.history, n=args.n, dims=args.dims,
                          rate=args.rate, tsne=not args.no_tsne, seed=args.seed, label=args.label,
-                         per_class=args.per_class))
+                         per_class=args.per_class, temperature=args.temperature,
+                         sampler=_plot_gmm(args, run.model), class_names=_class_names(run.config)))
     except (NotApplicable, ValueError) as e:
         print(f"aevb plot: {args.kind}: {e}", file=sys.stderr)
         return 2
     return 0
+
+
+def _plot_gmm(args, model):
+    if not args.gmm:
+        return None
+    from . import uses
+    return _gmm(args.run, uses.run_config(args.run), model, args.gmm, args.seed)
+
+
+def _class_names(config: dict):
+    from .data import class_names
+    return class_names(config["dataset"]) if config.get("dataset") else None
 
 
 # ----------------------------------------------------------------------------- report
@@ -513,35 +588,67 @@ ARGUMENTS["explore"] = _explore_arguments
 
 
 def parser() -> argparse.ArgumentParser:
+    """The `aevb` argument parser; building it imports no torch (help stays fast)."""
+    from . import __version__
     p = argparse.ArgumentParser(prog="aevb", description="Variational autoencoders: train, evaluate, show.")
+    p.add_argument("--version", action="version", version=f"aevb {__version__}")
     sub = p.add_subparsers(dest="command", required=True)
+    p.commands = {}
     for name, (fn, help) in COMMANDS.items():
-        sp = sub.add_parser(name, help=help, description=help)
+        sp = p.commands[name] = sub.add_parser(name, help=help, description=help)
         ARGUMENTS.get(name, lambda _: None)(sp)
     return p
 
 
-def main(argv=None) -> int:
+def _unknown(p, command: str, extras: list[str]):
+    """Refuse unknown arguments as argparse does (exit 2), suggesting the closest flag of
+    the command: `--latnet-dim` -> did you mean --latent-dim?"""
+    import difflib
+    sub = p.commands[command]
+    flags = [o for a in sub._actions for o in a.option_strings if o.startswith("--")]
+    hints = [m for e in extras if e.startswith("--")
+             for m in difflib.get_close_matches(e.split("=", 1)[0], flags, n=1)]
+    hint = f"; did you mean {', '.join(hints)}?" if hints else ""
+    sub.error(f"unrecognized arguments: {' '.join(extras)}{hint}")
+
+
+def _user_errors() -> tuple:
+    """The errors a user fixes (one line, exit 2); imported only when one is raised."""
     from .data import DataError
     from .serialization import CheckpointError
     from .training import TrainingError
-    args = parser().parse_args(argv)
+    return config_mod.ConfigError, DataError, CheckpointError, TrainingError
+
+
+def main(argv=None) -> int:
+    import warnings
+    p = parser()
+    args, extras = p.parse_known_args(argv)
+    if extras:
+        _unknown(p, args.command, extras)
+    with warnings.catch_warnings():
+        warnings.showwarning = lambda message, category, *a, **k: print(
+            f"aevb {args.command}: warning: {' '.join(str(message).split())}", file=sys.stderr)
+        return _run(args)
+
+
+def _run(args) -> int:
     try:
         return COMMANDS[args.command][0](args)
-    except (config_mod.ConfigError, DataError, CheckpointError, TrainingError) as e:
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except MemoryError:
+        print(f"aevb {args.command}: error: out of memory; use a smaller model or batch size",
+              file=sys.stderr)
+        return 2
+    except _user_errors() as e:
         print(f"aevb {args.command}: error: {' '.join(str(e).split())}", file=sys.stderr)
         return 2
     except OSError as e:  # a file the user named cannot be read or written: one line, no traceback
         where = f": {e.filename}" if e.filename else ""
         print(f"aevb {args.command}: error: {e.strerror or e}{where}", file=sys.stderr)
         return 2
-    except MemoryError:
-        print(f"aevb {args.command}: error: out of memory; use a smaller model or batch size",
-              file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
 
 
 if __name__ == "__main__":

@@ -12,6 +12,7 @@ import inspect
 import math
 import types
 import typing
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -25,42 +26,42 @@ class ConfigError(ValueError):
 @dataclass
 class Config:
     # data
-    dataset: str = "digits"           # a registered name (aevb datasets) or folder:PATH
-    data_dir: str | None = None       # read the dataset's files from here instead of downloading
-    binarize: str = "dynamic"         # none | static | dynamic
+    dataset: str = "digits"           # a registered name (aevb datasets), folder:PATH or npz:PATH
+    data_dir: str | None = None       # read the dataset's files from this folder instead of downloading
+    binarize: str = "auto"            # Bernoulli draws of the pixels; auto: dynamic for the digit datasets, none for others
     limit: int | None = None          # keep N images of each split (a fixed random choice)
-    classes: list[int] | None = None  # keep only images with these labels (e.g. train on 0-8, score 9)
-    image_size: int | None = None     # resize folder datasets to this size
-    channels: int | None = None       # 1 or 3 for folder datasets
+    classes: list[int | str] | None = None  # keep only these labels or class names (e.g. 0,1,2 or cat,dog)
+    image_size: int | None = None     # folder datasets: resize to this size; unset: 64
+    channels: int | None = None       # folder datasets: 1 (grayscale) or 3 (RGB); unset: 3
     # model
-    model: str = "vae"
-    net: str = "mlp"                  # mlp | conv
-    hidden: list[int] = field(default_factory=lambda: [400, 400])
-    latent_dim: int = 20
-    activation: str = "relu"
-    likelihood: str = "bernoulli"     # bernoulli | gaussian | ...
-    sigma: float | str = 1.0          # Gaussian likelihood: fixed std or "learned"
+    model: str = "vae"                # a VAE, a deterministic autoencoder, or one added by models.register
+    net: str = "mlp"                  # encoder and decoder networks (the decoder mirrors the encoder)
+    hidden: list[int] = field(default_factory=lambda: [400, 400])  # hidden layer sizes (conv: channels)
+    latent_dim: int = 20              # size of the latent code z
+    activation: str = "relu"          # the networks' nonlinearity
+    likelihood: str = "auto"          # p(x|z); auto: bernoulli for binarized data, logistic for intensities
+    sigma: float | str = 1.0          # gaussian likelihood: fixed std, or learned
     beta: float = 1.0                 # KL weight
-    kl: str = "analytic"              # analytic | mc
-    conditional: bool = False         # condition encoder and decoder on the label
-    latent_family: str = "gaussian"   # gaussian | bernoulli (binary codes, prior Bernoulli(1/2))
-    estimator: str = "reinforce"      # bernoulli latent: reinforce (score function) | gumbel
-    baseline: str = "learned"         # reinforce: none | mean (moving average) | learned (+ MLP of x)
+    kl: str = "analytic"              # KL term computed in closed form, or by sampling (mc)
+    conditional: bool = False         # condition encoder and decoder on the label (CVAE)
+    latent_family: str = "gaussian"   # gaussian (reparameterized) or bernoulli (binary codes, prior Bernoulli(1/2))
+    estimator: str = "reinforce"      # bernoulli latent: score function (reinforce) or straight-through gumbel
+    baseline: str = "learned"         # reinforce: none, mean (moving average) or learned (+ an MLP of x)
     gumbel_temperature: float = 0.5   # estimator gumbel: temperature of the straight-through relaxation
-    objective: str = "elbo"           # elbo | iwae (importance-weighted bound as training objective)
+    objective: str = "elbo"           # training objective: the ELBO or the importance-weighted bound (iwae)
     iwae_k: int = 5                   # objective iwae: samples per example
     # training
-    epochs: int = 20
-    batch_size: int = 100
-    lr: float = 1e-3
-    optimizer: str = "adam"           # adam | adamw | rmsprop | adagrad | sgd
-    seed: int = 0
+    epochs: int = 20                  # passes over the training images
+    batch_size: int = 100             # images per step (the global batch under torchrun)
+    lr: float = 1e-3                  # learning rate
+    optimizer: str = "adam"           # the optimizer (adam and adamw fused)
+    seed: int = 0                     # seeds weights, batch order and sampling noise
     clip_grad: float | None = None    # max gradient norm
     warmup_epochs: float = 0.0        # linear KL warm-up from 0 to beta
     noise: float = 0.0                # salt-and-pepper rate on inputs (denoising VAE)
     out: str | None = None            # run directory (default runs/<name>)
     device: str = "auto"              # auto (CUDA if present) | cpu | cuda | cuda:N
-    precision: str = "fp32"           # fp32 | bf16 | fp16 (autocast; fp16 with loss scaling, for GPUs)
+    precision: str = "fp32"           # fp32, or bf16 / fp16 autocast (fp16 with loss scaling, for GPUs)
     threads: int | str | None = None  # CPU threads: auto (follow the load) | N (fixed); default: AEVB_THREADS or auto
 
     def to_dict(self) -> dict:
@@ -68,6 +69,45 @@ class Config:
 
 
 FIELDS = {f.name: f for f in dataclasses.fields(Config)}
+
+#: the values a key takes, for `aevb train --help` (kept equal to the registries of the
+#: modules that use them, tests/test_ux_messages.py; listed here so that help needs no torch)
+CHOICES = {
+    "binarize": ("auto", "none", "static", "dynamic"),
+    "model": ("vae", "autoencoder"),
+    "net": ("mlp", "conv"),
+    "activation": ("relu", "tanh", "elu", "gelu", "softplus", "leaky_relu", "sigmoid"),
+    "likelihood": ("auto", "bernoulli", "gaussian", "logistic", "continuous_bernoulli"),
+    "kl": ("analytic", "mc"),
+    "latent_family": ("gaussian", "bernoulli"),
+    "estimator": ("reinforce", "gumbel"),
+    "baseline": ("none", "mean", "learned"),
+    "objective": ("elbo", "iwae"),
+    "optimizer": ("adam", "adamw", "rmsprop", "adagrad", "sgd"),
+    "precision": ("fp32", "bf16", "fp16"),
+}
+#: binarize "auto": these datasets (grey digits and garments) are binarized afresh each epoch,
+#: all others (colour photos, folder:PATH, npz:PATH) are kept as intensities
+BINARIZED_BY_DEFAULT = ("digits", "mnist", "mnist-offline", "fashion-mnist")
+
+
+def help_texts() -> dict[str, str]:
+    """Each key's help for `aevb train --help`: its comment in `Config`, its choices and its
+    default, e.g. "size of the latent code z (default: 20)"."""
+    comments = {}
+    for line in inspect.getsource(Config).splitlines():
+        head, sep, comment = line.partition("#")
+        name = head.split(":", 1)[0].strip()
+        if sep and name in FIELDS:
+            comments[name] = comment.strip()
+    out = {}
+    for name, f in FIELDS.items():
+        default = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
+        extra = ([f"one of {', '.join(CHOICES[name])}"] if name in CHOICES else []) + \
+            ([] if default is None else [f"default: {default}"])
+        text = comments.get(name, "") + (f" ({'; '.join(extra)})" if extra else "")
+        out[name] = text.strip().replace("%", "%%")  # argparse formats help with %
+    return out
 
 
 def _types(tp) -> tuple:
@@ -91,7 +131,7 @@ def coerce(key: str, value):
     allowed = _types(key)
     for t in allowed:
         try:
-            return _convert(t, value)
+            return _convert(t, value, key)
         except (TypeError, ValueError):
             continue
     names = " or ".join("null" if t is type(None) else t.__name__ for t in allowed)
@@ -101,8 +141,10 @@ def coerce(key: str, value):
 _BOOLS = {"true": True, "yes": True, "1": True, "false": False, "no": False, "0": False}
 
 
-def _convert(t, value):
-    """`value` as type `t`, or TypeError / ValueError."""
+def _convert(t, value, key: str | None = None):
+    """`value` as type `t`, or TypeError / ValueError; a list's items as the types that
+    `key`'s annotation gives them (list[int] by default). A string list is "400,400",
+    "400 400" or YAML's "[400, 400]"."""
     if t is type(None):
         if value is None:
             return None
@@ -114,9 +156,9 @@ def _convert(t, value):
     elif isinstance(value, bool):
         pass  # never read True as 1
     elif t is list:
-        items = value.replace(",", " ").split() if isinstance(value, str) else value
+        items = _list_items(value) if isinstance(value, str) else value
         if isinstance(items, (list, tuple)):
-            return [_convert(int, v) for v in items]
+            return [_item(v, _item_types(key)) for v in items]
     elif t is int:
         if isinstance(value, int) or (isinstance(value, float) and value.is_integer()):
             return int(value)
@@ -128,6 +170,29 @@ def _convert(t, value):
     elif isinstance(value, t):
         return value
     raise TypeError(value)
+
+
+def _list_items(text: str):
+    text = text.strip()
+    if text.startswith("[") and text.endswith("]"):
+        text = text[1:-1]
+    items = (t.strip().strip("'\"") for t in text.split("," if "," in text else None))
+    return [t for t in items if t]
+
+
+def _item_types(key: str | None) -> tuple:
+    tp = typing.get_type_hints(Config).get(key) if key else None
+    lists = [a for a in (tp, *typing.get_args(tp)) if typing.get_origin(a) is list]
+    return _types(typing.get_args(lists[0])[0]) if lists else (int,)
+
+
+def _item(value, types_: tuple):
+    for t in types_:
+        try:
+            return _convert(t, value)
+        except (TypeError, ValueError):
+            continue
+    raise ValueError(value)
 
 
 def load_yaml(path) -> dict:
@@ -159,8 +224,45 @@ def make_config(path=None, **overrides) -> Config:
     values.pop("model_config", None)  # written into a run's config.json, not a setting
     values.update({k: v for k, v in overrides.items() if v is not None})
     cfg = Config(**{k: coerce(k, v) for k, v in values.items()})
+    cfg.auto = _resolve(cfg)
     _check(cfg)
     return cfg
+
+
+class ConfigWarning(UserWarning):
+    """A config that runs but is probably not what was meant; the message says why."""
+
+
+def _resolve(cfg: Config) -> tuple[str, ...]:
+    """Fix what a run's config.json must say for the run to mean the same later and from any
+    folder: relative paths (data_dir, folder:PATH, npz:PATH) made absolute, and binarize /
+    likelihood "auto" decided (`BINARIZED_BY_DEFAULT`; bernoulli for binarized pixels, the
+    discretized logistic for intensities). Returns the keys that were "auto"."""
+    if cfg.data_dir:
+        cfg.data_dir = str(Path(cfg.data_dir).expanduser().resolve())
+    kind, sep, where = cfg.dataset.partition(":")
+    if sep and kind in ("folder", "npz") and where:
+        cfg.dataset = f"{kind}:{Path(where).expanduser().resolve()}"
+    auto = tuple(k for k in ("binarize", "likelihood") if getattr(cfg, k) == "auto")
+    if cfg.binarize == "auto":
+        cfg.binarize = "dynamic" if cfg.dataset in BINARIZED_BY_DEFAULT else "none"
+    if cfg.likelihood == "auto":
+        cfg.likelihood = "bernoulli" if cfg.binarize != "none" else "logistic"
+    return auto
+
+
+def advise(cfg: Config) -> None:
+    """Warn (`ConfigWarning`) about a config that trains but measures something else than
+    meant; called when a run starts (`train_config`)."""
+    sigma = cfg.sigma
+    if cfg.likelihood == "gaussian" and isinstance(sigma, (int, float)) and not isinstance(sigma, bool) \
+            and sigma > (2 * math.pi) ** -0.5:
+        best = -math.log(sigma) - 0.5 * math.log(2 * math.pi)
+        warnings.warn(
+            f"likelihood gaussian with a fixed sigma of {sigma:g} on pixels in [0, 1]: even a perfect "
+            f"reconstruction scores {best:.2f} nats per pixel, worse than a uniform distribution "
+            "over 256 levels (above 8 bits/dim); use sigma: learned, a smaller sigma (e.g. 0.1) or "
+            "likelihood: logistic", ConfigWarning, stacklevel=2)
 
 
 def _check(cfg: Config) -> None:
@@ -241,6 +343,7 @@ def build_model(cfg: Config, dataset):
 def train_config(cfg: Config, progress: bool = True, overwrite: bool = False, resume: bool = False):
     """Train the run a config describes (dataset, model, trainer settings) -> (Run, dataset)."""
     from .training import train
+    advise(cfg)
     ds = load_dataset(cfg)
     model = build_model(cfg, ds)
     params = {k for k, p in inspect.signature(train).parameters.items() if p.kind == p.KEYWORD_ONLY}

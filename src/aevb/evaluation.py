@@ -335,9 +335,9 @@ def evaluate(model, split, *, nll_samples: int = 5000, limit: int | None = None,
 
       n, elbo / rec / kl (+ "<key>_stderr"): the test ELBO with one sample per image;
       log_px, log_px_stderr, nll_samples, elbo_is, gap = log_px - elbo_is, ess:
-          the importance-sampled log p(x) with K = `nll_samples` (0 skips it), the ELBO from
-          the same samples, their difference (>= 0 in expectation; the looseness of the bound),
-          and the mean effective sample size of the weights;
+          the importance-sampled log p(x) with K = `nll_samples` (0 skips it), the ELBO of
+          the same K samples (not the one-sample elbo above), their difference (>= 0 in
+          expectation), and the mean, median and minimum effective sample size over images;
       bits_per_dim (+ bits_per_dim_elbo) where it has a meaning (see `_bpd_offset`);
       active_units, latent_dim, unit_variance;
       denoising: `denoising(...)` for the rates in `denoise` (if any);
@@ -369,7 +369,8 @@ def evaluate(model, split, *, nll_samples: int = 5000, limit: int | None = None,
                        elbo_is=r["elbo"].mean().item(),
                        gap=(r["log_px"] - r["elbo"]).mean().item(),
                        gap_stderr=_mean_stderr(r["log_px"] - r["elbo"])["stderr"],
-                       ess=r["ess"].mean().item())
+                       ess=r["ess"].mean().item(), ess_median=r["ess"].median().item(),
+                       ess_min=r["ess"].min().item())
             if offset is not None:
                 res["bits_per_dim"] = bits_per_dim(res["log_px"], d, offset)
         res["seconds"]["log_px"] = round(time.perf_counter() - t, 3)
@@ -397,15 +398,18 @@ def format_table(res: dict) -> str:
         e = res.get(f"{key}_stderr")
         return f"{v:10.3f}" + (f" ± {e:.3f}" if e is not None else "")
     rows = [("test images", f"{res['n']:10d}")]
-    for key, label in (("elbo", "ELBO"), ("rec", "  E_q log p(x|z)"), ("kl", "  KL(q(z|x) || p(z))")):
+    for key, label in (("elbo", "ELBO, 1 sample per image"), ("rec", "  E_q log p(x|z)"),
+                       ("kl", "  KL(q(z|x) || p(z))")):
         if pm(key):
             rows.append((label + " [nats]", pm(key)))
     if "log_px" in res:
         px = "log p(x|y)" if res.get("conditional") else "log p(x)"
         rows.append((f"{px}, IS K={res['nll_samples']} [nats]", pm("log_px")))
-        rows.append(("ELBO from the same samples", f"{res['elbo_is']:10.3f}"))
-        rows.append(("gap log p(x) - ELBO", pm("gap")))
-        rows.append(("effective sample size", f"{res['ess']:10.1f}"))
+        rows.append((f"ELBO of the same K={res['nll_samples']} samples", f"{res['elbo_is']:10.3f}"))
+        rows.append(("gap: log p(x) - that ELBO", pm("gap")))
+        rows.append(("effective sample size, mean", f"{res['ess']:10.1f}"))
+        if "ess_median" in res:
+            rows.append(("  median / minimum", f"{res['ess_median']:10.1f} / {res['ess_min']:.3f}"))
     elif "log_px_skipped" in res:
         rows.append(("log p(x)", "skipped: " + res["log_px_skipped"]))
     if "bits_per_dim" in res:
@@ -422,6 +426,9 @@ def format_table(res: dict) -> str:
         lines.append(f"{'noise rate':>10}  {'MSE/pixel':>10}  {'BCE/pixel':>10}  {'noisy MSE':>10}")
         for r in res["denoising"]:
             lines.append(f"{r['rate']:10.2f}  {r['mse']:10.5f}  {r['bce']:10.5f}  {r['noisy_mse']:10.5f}")
+    if res.get("test_binarization"):
+        lines.append(f"test images binarized once with seed {res['test_binarization']['seed']} "
+                     "(eval.json's test_binarization says how)")
     secs = res.get("seconds", {})
     if secs:
         lines.append("")

@@ -2,12 +2,17 @@
 
 Each figure is one function taking the model (and test data where it needs images):
 
-  samples        z ~ p(z) decoded: decoder means ("distributions") and most probable values
+  samples        z ~ p(z) (or a fitted mixture, at a temperature) decoded: decoder means
+                 ("distributions") and most probable values; a conditional model one
+                 labelled row per class
   reconstructions  test images beside their reconstructions            (kind "recon")
   manifold       decoder means over a grid of latent points Phi^-1(u), u on a regular grid
-                 of the unit square (Kingma & Welling fig. 4); two chosen dims, others 0
+                 of the unit square (Kingma & Welling fig. 4); the two most active dims (or
+                 two chosen ones), others 0
   latent         posterior means of test images coloured by label: directly in 2-D, by
                  t-SNE and PCA above; a histogram of q(z_j = 1 | x) for binary latents
+  mixture        codes beside samples of a Gaussian mixture fitted to them (kind "latent"
+                 with a sampler)
   interpolate    decoder means along straight lines between the codes of pairs of images
   denoise        salt-and-pepper corrupted images beside their reconstructions
   curves         train and test ELBO per epoch (nats per example)
@@ -35,12 +40,20 @@ KINDS = ("samples", "recon", "manifold", "latent", "interpolate", "denoise", "cu
 
 
 # ----------------------------------------------------------------------------- grids
+def grid_columns(n: int) -> int:
+    """Images per row for a grid of n: the divisor of n nearest above sqrt(n) when it keeps
+    the grid within 2:1 (32 -> 8 x 4, 64 -> 8 x 8, 18 -> 6 x 3), so that no row is ragged;
+    else ceil(sqrt(n)) (a prime such as 7 -> 3, 3, 1)."""
+    root = int(np.ceil(np.sqrt(n)))
+    return next((c for c in range(root, int(2 * np.sqrt(n)) + 1) if n % c == 0), root) if n else 1
+
+
 def image_grid(images: torch.Tensor, nrow: int | None = None, pad: int = 1) -> np.ndarray:
     """(N, C, H, W) images in [0, 1] -> one (rows*H, cols*W[, 3]) array with `pad` pixel gaps;
-    `nrow` images per row (default: a square)."""
+    `nrow` images per row (default: `grid_columns(N)`)."""
     images = images.detach().float().clamp(0, 1).cpu()
     n, c, h, w = images.shape
-    nrow = nrow or int(np.ceil(np.sqrt(n)))
+    nrow = nrow or grid_columns(n)
     ncol = int(np.ceil(n / nrow))
     grid = torch.ones(c, ncol * (h + pad) + pad, nrow * (w + pad) + pad)
     for i in range(n):
@@ -54,22 +67,34 @@ def _inches(pixels: int) -> float:
     return max(2.2, min(9.0, pixels / 40))
 
 
-def save_grid(path, images: torch.Tensor, nrow: int | None = None, title: str | None = None) -> Path:
-    """Save a grid of images as a PNG (grayscale for one channel)."""
-    return save_panels(path, [(title, images, nrow)])
+def save_grid(path, images: torch.Tensor, nrow: int | None = None, title: str | None = None,
+              row_labels=None) -> Path:
+    """Save a grid of images as a PNG (grayscale for one channel); `row_labels` name its rows
+    (e.g. the class of each row)."""
+    return save_panels(path, [(title, images, nrow, row_labels)])
 
 
 def save_panels(path, panels, suptitle: str | None = None) -> Path:
-    """Several image grids side by side: `panels` = [(title, images (N, C, H, W), nrow), ...]."""
-    grids = [(t, image_grid(im, nr)) for t, im, nr in panels]
-    widths = [_inches(g.shape[1]) for _, g in grids]
-    height = max(w * g.shape[0] / g.shape[1] for w, (_, g) in zip(widths, grids))
+    """Several image grids side by side: `panels` = [(title, images (N, C, H, W), nrow), ...],
+    each optionally with a fourth item, labels for its rows."""
+    panels = [(*p, None) if len(p) == 3 else tuple(p) for p in panels]
+    # (title, grid, pixels from one row of images to the next: H + pad, row labels)
+    grids = [(t, image_grid(im, nr), im.shape[2] + 1, labels) for t, im, nr, labels in panels]
+    widths = [_inches(g.shape[1]) for _, g, _, _ in grids]
+    height = max(w * g.shape[0] / g.shape[1] for w, (_, g, _, _) in zip(widths, grids))
     fig, axes = plt.subplots(1, len(grids), figsize=(sum(widths) + 0.2 * len(grids),
                                                      height + (0.45 if suptitle else 0) + 0.35),
                              squeeze=False, gridspec_kw={"width_ratios": widths})
-    for ax, (title, g) in zip(axes[0], grids):
+    for ax, (title, g, step, labels) in zip(axes[0], grids):
         ax.imshow(g, cmap="gray" if g.ndim == 2 else None, vmin=0, vmax=1, interpolation="nearest")
         ax.axis("off")
+        if labels is not None:  # row names left of the grid: ticks without the frame
+            ax.axis("on")
+            ax.set_xticks([])
+            ax.set_yticks([step * (r + 0.5) for r in range(len(labels))], [str(t) for t in labels])
+            ax.tick_params(length=0)
+            for spine in ax.spines.values():
+                spine.set_visible(False)
         if title:
             ax.set_title(title, fontsize=10)
     if suptitle:
@@ -78,15 +103,17 @@ def save_panels(path, panels, suptitle: str | None = None) -> Path:
 
 
 def _save(fig, path) -> Path | io.BytesIO:
-    """Write `fig` as PNG to a path (parents created) or a binary file object."""
+    """Write `fig` as PNG to a path (parents created) or a binary file object; cropped to what
+    is drawn plus a margin, so that no title or label is cut at an edge."""
     fig.tight_layout()
+    opts = {"format": "png", "dpi": 100, "bbox_inches": "tight", "pad_inches": 0.1}
     if hasattr(path, "write"):
-        fig.savefig(path, format="png", dpi=100)
+        fig.savefig(path, **opts)
         plt.close(fig)
         return path
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=100)
+    fig.savefig(path, **opts)
     plt.close(fig)
     return path
 
@@ -147,30 +174,68 @@ def _eval(model):
 
 # ----------------------------------------------------------------------------- figures
 @torch.no_grad()
-def samples(model, path, n: int = 64, seed: int = 0, nrow: int | None = None) -> Path:
-    """z ~ p(z) decoded, in two panels (seed report 001 figs. 4-5): the decoder means
+def samples(model, path, n: int = 64, seed: int = 0, nrow: int | None = None, *,
+            temperature: float = 1.0, sampler=None, per_class: int | None = None,
+            class_names=None) -> Path:
+    """Codes z decoded, in two panels (seed report 001 figs. 4-5): the decoder means
     E[x|z] ("distributions") and the most probable values argmax_x p(x|z) (binary images
     thresholded at 1/2 for a Bernoulli likelihood); one panel when the two coincide (a
-    continuous likelihood). A conditional model gets one column per class."""
+    continuous likelihood). The codes come from the prior p(z) (an autoencoder: the Gaussian
+    fitted to its training codes), or from `sampler` (a `samplers.GMMSampler`, seed report
+    001 sec. 5.3), their spread scaled by `temperature`; the figure's title says which.
+    A conditional model gets one row per class (`per_class` samples each, default n // K),
+    labelled with `class_names` (default: the labels)."""
     was = _eval(model)
     try:
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
-            y = _labels_for(model, n)
-            nrow = nrow or (model.num_classes if y is not None else None)
-            z = _draw_latents(model, n)
+            y, nrow, rows = _class_rows(model, n, nrow, per_class, class_names)
+            z = _codes(model, n if y is None else len(y), temperature, sampler)
             if z is None:
                 return save_grid(path, model.sample(n), nrow, "samples (decoder means)")
             p = model.decode(z, y)
-        panels = [("decoder means E[x|z], z ~ p(z)", _mean(p), nrow)]
+        panels = [("decoder means E[x|z]", _mean(p), nrow, rows)]
         lik = getattr(model, "likelihood", None)
         if lik is not None and hasattr(lik, "mode") and not torch.is_tensor(p):
             mode = lik.mode(p)
             if not torch.allclose(mode, _mean(p)):
-                panels.append(("most probable values", mode, nrow))
-        return save_panels(path, panels)
+                panels.append(("most probable values", mode, nrow, rows))
+        return save_panels(path, panels, _source(model, sampler, temperature))
     finally:
         model.train(was)
+
+
+def _class_rows(model, n: int, nrow, per_class, class_names):
+    """(labels, images per row, row labels) of a conditional model's samples, one row per
+    class; (None, nrow, None) for other models."""
+    k = getattr(model, "num_classes", 0)
+    if not k:
+        return None, nrow, None
+    per = per_class or max(1, n // k)
+    names = list(class_names) if class_names is not None and len(class_names) == k else range(k)
+    return torch.arange(k).repeat_interleave(per), per, [str(c) for c in names]
+
+
+def _codes(model, n: int, temperature: float, sampler):
+    """n codes from `sampler`, else from the model's prior (or code distribution), at
+    `temperature`."""
+    if sampler is not None:
+        device, dtype = _where(model)
+        return sampler.sample_codes(n, temperature=temperature).to(device, dtype)
+    if temperature == 1:
+        return _draw_latents(model, n)
+    return model.sample_codes(n, temperature)
+
+
+def _source(model, sampler, temperature: float) -> str:
+    """Where the codes of `samples` come from, for its title."""
+    if sampler is not None:
+        what = f"z from a {sampler.n_components}-component Gaussian mixture fitted to the training codes"
+    elif _latent_family(model) == "none":
+        what = "z from a Gaussian fitted to the training codes (not a prior)"
+    else:
+        what = "z ~ p(z)"
+    return what + ("" if temperature == 1 else f", temperature {temperature:g}")
 
 
 @torch.no_grad()
@@ -203,19 +268,23 @@ def manifold_grid(n: int, dims=(0, 1), latent_dim: int = 2) -> torch.Tensor:
 
 
 @torch.no_grad()
-def manifold(model, path, n: int = 20, dims=(0, 1), label: int | None = None) -> Path:
+def manifold(model, path, n: int = 20, dims=None, label: int | None = None, split=None,
+             class_names=None) -> Path:
     """The learned data manifold: decoder means over `manifold_grid(n, dims)` (K&W fig. 4).
     For a latent of more than two dimensions, dims `dims` vary and the others are 0 (the
-    prior's mode). A conditional model decodes every point with class `label` (default 0).
-    Not for binary latents or models without a standard normal prior."""
+    prior's mode); by default the two most active dims over the images of `split`
+    (`most_active_dims`; dims 0 and 1 without a split), as the title says. A conditional
+    model decodes every point with class `label` (default 0). Not for binary latents or
+    models without a standard normal prior."""
     fam = _latent_family(model)
     if fam != "gaussian":
         raise NotApplicable(f"the manifold needs a standard normal prior; this model's latent "
                             f"family is {fam!r}")
     d = model.latent_dim
-    i, j = (int(k) for k in dims)
     if d < 2:
         raise NotApplicable(f"the manifold needs at least 2 latent dimensions, the model has {d}")
+    active = dims is None and split is not None and d > 2
+    i, j = (int(k) for k in (most_active_dims(model, split) if active else dims or (0, 1)))
     if not (0 <= i < d and 0 <= j < d) or i == j:
         raise ValueError(f"dims must be two different latent dimensions in 0..{d - 1}, got {dims}")
     was = _eval(model)
@@ -226,19 +295,33 @@ def manifold(model, path, n: int = 20, dims=(0, 1), label: int | None = None) ->
         x = _mean(model.decode(z, y))
     finally:
         model.train(was)
-    title = "learned manifold" + ("" if d == 2 else f" (dims {i}, {j}; others 0)") + \
-        ("" if y is None else f", class {int(y[0])}")
+    title = "learned manifold" + ("" if d == 2 else f" over dims {i} (across) and {j} (down)"
+                                  + (", the two most active" if active else "") + "; others 0")
+    if y is not None:
+        title += f", class {_name(y[0], class_names)}"
     return save_grid(path, x, n, title)
 
 
 @torch.no_grad()
-def latent(model, split, path, n: int = 2000, tsne: bool = True, seed: int = 0) -> Path:
+def most_active_dims(model, split, n: int = 1000, seed: int = 0) -> tuple[int, int]:
+    """The two latent dims whose posterior mean varies most over (up to `n` of) the images of
+    `split`, most active first: Var_x E_q[z_u], the activity of `evaluation.active_units`."""
+    split = subset(split, n, seed)
+    var = posterior_means(model, split.x, split.y).double().var(0, unbiased=False)
+    i, j = var.argsort(descending=True)[:2].tolist()
+    return i, j
+
+
+@torch.no_grad()
+def latent(model, split, path, n: int = 2000, tsne: bool = True, seed: int = 0,
+           class_names=None) -> Path:
     """Posterior means E_q[z] of (up to `n`) test images, coloured by label:
     - a 2-D latent: the means themselves (a scatter);
     - a larger latent: a 2-D PCA projection, and a t-SNE embedding (scikit-learn, perplexity
       30, PCA initialization, seeded) when `tsne` is true;
     - binary latents: a histogram of the means q(z_j = 1 | x) over all units, stacked by
-      label (seed report 001 fig. 6)."""
+      label (seed report 001 fig. 6).
+    Legends name the classes by `class_names` where given (e.g. CIFAR-10's), else by label."""
     split = subset(split, n, seed)
     m = posterior_means(model, split.x, split.y).double().cpu().numpy()
     labels = None if split.y is None else split.y.cpu().numpy()
@@ -250,7 +333,7 @@ def latent(model, split, path, n: int = 2000, tsne: bool = True, seed: int = 0) 
         else:
             classes = np.unique(labels)
             ax.hist([m[labels == c].ravel() for c in classes], bins=50, stacked=True,
-                    label=[str(c) for c in classes], color=[_color(c) for c in classes])
+                    label=[_name(c, class_names) for c in classes], color=[_color(c) for c in classes])
             ax.legend(title="label", fontsize=7, ncol=2)
         ax.set_xlabel("posterior mean q(z_j = 1 | x), all units")
         ax.set_ylabel("count")
@@ -270,7 +353,7 @@ def latent(model, split, path, n: int = 2000, tsne: bool = True, seed: int = 0) 
             panels.append(("t-SNE", _tsne(m, seed), ("", "")))
     fig, axes = plt.subplots(1, len(panels), figsize=(5.2 * len(panels), 4.6), squeeze=False)
     for ax, (title, pts, (xl, yl)) in zip(axes[0], panels):
-        _scatter(ax, pts, labels)
+        _scatter(ax, pts, labels, class_names)
         ax.set_title(title)
         ax.set_xlabel(xl)
         ax.set_ylabel(yl)
@@ -291,14 +374,51 @@ def _color(c):
     return plt.get_cmap("tab10")(int(c) % 10)
 
 
-def _scatter(ax, pts, labels):
+def _name(c, class_names) -> str:
+    """Label c by its class name where there is one."""
+    return str(class_names[int(c)]) if class_names is not None and 0 <= int(c) < len(class_names) else str(c)
+
+
+def _scatter(ax, pts, labels, class_names=None):
     if labels is None:
         ax.scatter(pts[:, 0], pts[:, 1], s=4, alpha=0.6)
         return
     for c in np.unique(labels):
         k = labels == c
-        ax.scatter(pts[k, 0], pts[k, 1], s=4, alpha=0.7, color=_color(c), label=str(c))
-    ax.legend(markerscale=3, fontsize=7, loc="best", ncol=2, title="label")
+        ax.scatter(pts[k, 0], pts[k, 1], s=4, alpha=0.7, color=_color(c), label=_name(c, class_names))
+    ax.legend(markerscale=3, fontsize=7, loc="best", ncol=2, title="class")
+
+
+@torch.no_grad()
+def mixture(model, split, sampler, path, n: int = 2000, seed: int = 0, class_names=None) -> Path:
+    """Ex-post density estimation seen in the latent space (seed report 001 fig. 9): the
+    codes of (up to `n`) images of `split` coloured by label, and beside them as many codes
+    drawn from `sampler` (a `samplers.GMMSampler` fitted to the training codes) scattered
+    over the same codes in grey. A latent of more than two dims is shown in the codes' 2-D PCA."""
+    split = subset(split, n, seed)
+    m = posterior_means(model, split.x, split.y).double().cpu().numpy()
+    g = torch.Generator().manual_seed(seed)
+    drawn = sampler.sample_codes(len(m), generator=g).double().cpu().numpy()
+    axes_names, project = ("z1", "z2"), (lambda a: a)
+    if m.shape[1] == 1:
+        axes_names, project = ("z", ""), (lambda a: np.c_[a[:, 0], np.zeros(len(a))])
+    elif m.shape[1] > 2:
+        from sklearn.decomposition import PCA
+        pca = PCA(2, random_state=seed).fit(m)
+        axes_names, project = ("PC 1 of the codes", "PC 2"), pca.transform
+    pts, dots = project(m), project(drawn)
+    fig, axes = plt.subplots(1, 2, figsize=(10.4, 4.6), sharex=True, sharey=True)
+    _scatter(axes[0], pts, None if split.y is None else split.y.cpu().numpy(), class_names)
+    axes[0].set_title(f"codes of {len(m)} images")
+    axes[1].scatter(pts[:, 0], pts[:, 1], s=4, color="0.8", label="codes")
+    axes[1].scatter(dots[:, 0], dots[:, 1], s=4, color="C3", alpha=0.6, label="mixture samples")
+    axes[1].legend(markerscale=3, fontsize=7, loc="best")
+    axes[1].set_title(f"{len(dots)} samples of the {sampler.n_components}-component mixture")
+    for ax in axes:
+        ax.set_xlabel(axes_names[0])
+        ax.set_ylabel(axes_names[1])
+    fig.suptitle(f"Gaussian mixture on the {m.shape[1]}-D codes (ex-post density estimation)")
+    return _save(fig, path)
 
 
 @torch.no_grad()
@@ -418,30 +538,38 @@ def applies(kind: str, model) -> str | None:
 
 
 def make(kind: str, model, dataset, path, history=None, *, n: int | None = None,
-         dims=(0, 1), rate: float = 0.2, tsne: bool = True, seed: int = 0,
-         label: int | None = None, per_class: int | None = None) -> Path:
+         dims=None, rate: float = 0.2, tsne: bool = True, seed: int = 0,
+         label: int | None = None, per_class: int | None = None, temperature: float = 1.0,
+         sampler=None, class_names=None) -> Path:
     """Draw figure `kind` (one of `KINDS`) of `model` with the test split of `dataset` into
-    `path`; `per_class` (samples of a conditional model): that many samples of each class. Raises NotApplicable (with the reason) when the figure does not fit the model or
-    what is given (e.g. curves without a training history)."""
+    `path`. `per_class` (samples of a conditional model): that many samples of each class;
+    `temperature` and `sampler` (a fitted `samplers.GMMSampler`): where the samples' codes
+    come from, and for "latent" a sampler draws `mixture` (its samples over the test
+    codes); `class_names` (default: the dataset's) label classes. Raises NotApplicable (with
+    the reason) when the figure does not fit the model or what is given (e.g. curves
+    without a training history)."""
     reason = applies(kind, model)
     if reason:
         raise NotApplicable(reason)
     test = None if dataset is None else dataset.test
     if kind in ("recon", "latent", "interpolate", "denoise") and test is None:
         raise NotApplicable(f"figure {kind!r} needs the test images, and the dataset is not available")
+    if class_names is None and dataset is not None:
+        class_names = getattr(dataset, "info", {}).get("classes")
     kw = {} if n is None else {"n": n}
     if kind == "samples":
-        if per_class:
-            if not getattr(model, "num_classes", 0):
-                raise NotApplicable("--per-class needs a conditional model (trained with conditional: true)")
-            kw["n"] = per_class * model.num_classes  # one column per class, per_class rows
-        return samples(model, path, seed=seed, **kw)
+        if per_class and not getattr(model, "num_classes", 0):
+            raise NotApplicable("--per-class needs a conditional model (trained with conditional: true)")
+        return samples(model, path, seed=seed, per_class=per_class, temperature=temperature,
+                       sampler=sampler, class_names=class_names, **kw)
     if kind == "recon":
         return reconstructions(model, test, path, seed=seed, **kw)
     if kind == "manifold":
-        return manifold(model, path, dims=dims, label=label, **kw)
+        return manifold(model, path, dims=dims, label=label, split=test, class_names=class_names, **kw)
+    if kind == "latent" and sampler is not None:
+        return mixture(model, test, sampler, path, seed=seed, class_names=class_names, **kw)
     if kind == "latent":
-        return latent(model, test, path, tsne=tsne, seed=seed, **kw)
+        return latent(model, test, path, tsne=tsne, seed=seed, class_names=class_names, **kw)
     if kind == "interpolate":
         return interpolate(model, test, path, seed=seed, **({} if n is None else {"pairs": n}))
     if kind == "denoise":

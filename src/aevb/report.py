@@ -24,13 +24,15 @@ from .evaluation import NotApplicable
 
 #: figure kind -> (section title, caption); the order of the page
 FIGURES = {
-    "samples": ("Samples from the prior",
-                "z ~ p(z) decoded: the decoder means E[x|z] (the distributions) and the most "
-                "probable values (thresholded at 1/2 for binary pixels)."),
+    "samples": ("Samples",
+                "Codes z decoded (from the prior p(z); an autoencoder's from a Gaussian fitted to "
+                "its training codes, as the figure's title says): the decoder means E[x|z] (the "
+                "distributions) and the most probable values (thresholded at 1/2 for binary pixels)."),
     "recon": ("Reconstructions", "Test images (left) and E[x | z = E_q z] (right)."),
     "manifold": ("Learned manifold",
                  "Decoder means over latent points Phi^-1(u) for u on a regular grid of the unit "
-                 "square (Kingma & Welling fig. 4); other dimensions at 0."),
+                 "square (Kingma & Welling fig. 4), over the two most active latent dimensions "
+                 "(the title names them); other dimensions at 0."),
     "latent": ("Latent space", "Posterior means of test images, coloured by label."),
     "interpolate": ("Interpolation",
                     "Decoder means along straight lines between the posterior means of pairs of "
@@ -181,9 +183,10 @@ def _numbers_html(ev: dict | None, history: list[dict]) -> str:
             px = "log p(x|y)" if ev.get("conditional") else "log p(x)"
             rows.append([f"{px}, importance sampled, K = {ev['nll_samples']} [nats]",
                          ev["log_px"], ev.get("log_px_stderr")])
-            rows.append(["ELBO from the same samples [nats]", ev.get("elbo_is"), None])
-            rows.append(["gap log p(x) - ELBO [nats]", ev.get("gap"), ev.get("gap_stderr")])
-            rows.append(["effective sample size", ev.get("ess"), None])
+            rows.append([f"ELBO of the same K = {ev['nll_samples']} samples [nats]", ev.get("elbo_is"), None])
+            rows.append(["gap: log p(x) - that ELBO [nats]", ev.get("gap"), ev.get("gap_stderr")])
+            rows.append(["effective sample size: mean, median, minimum over images",
+                         " / ".join(_fmt(ev[k]) for k in ("ess", "ess_median", "ess_min") if k in ev), None])
         elif "log_px_skipped" in ev:
             rows.append(["log p(x)", "not estimated: " + ev["log_px_skipped"], None])
         for key, label in (("bits_per_dim", "bits/dim (log p(x))"), ("bits_per_dim_elbo", "bits/dim (ELBO)")):
@@ -296,4 +299,19 @@ def write_report(run_dir, model=None, dataset=None, out=None, fast: bool = False
     tmp.write_text(page, encoding="utf-8")
     tmp.replace(out)
     write_report.seconds = time.perf_counter() - t0
+    return out
+
+
+def refresh_report(run_dir) -> Path | None:
+    """Rewrite RUN/report.html with the run's current numbers (eval.json after `aevb eval`),
+    keeping the figures already drawn in RUN/figures (none is redrawn: cheap); None when
+    the run has no report yet."""
+    run = open_run(run_dir, load_model=False)
+    out = run.dir / "report.html"
+    if not out.exists():
+        return None
+    drawn = {k: run.dir / "figures" / f"{k}.png" for k in ["curves", *FIGURES]}
+    figures = {k: p for k, p in drawn.items() if p.exists()}
+    from .serialization import atomic_write
+    atomic_write(out, render_html(run.name, run.config, run.eval, run.history, figures).encode())
     return out

@@ -97,18 +97,24 @@ class GMMSampler:
         """log p(z) under the mixture, per code."""
         return self.mixture().log_prob(z.double())
 
-    def sample_codes(self, n: int, generator: torch.Generator | None = None) -> Tensor:
-        """n codes: a component k ~ Categorical(w), then z ~ N(mu_k, Sigma_k); (n, latent_dim)."""
+    def sample_codes(self, n: int, generator: torch.Generator | None = None,
+                     temperature: float = 1.0) -> Tensor:
+        """n codes: a component k ~ Categorical(w), then z ~ N(mu_k, T^2 Sigma_k) for
+        temperature T (1: the fitted mixture); (n, latent_dim)."""
+        if not temperature > 0:
+            raise ValueError(f"temperature must be a positive number, got {temperature!r}")
         k = torch.multinomial(self.weights, n, replacement=True, generator=generator)
         eps = torch.randn(n, self.means.shape[1], dtype=torch.float64, generator=generator)
-        return self.means[k] + (self.scale_tril[k] @ eps[:, :, None]).squeeze(2)
+        return self.means[k] + temperature * (self.scale_tril[k] @ eps[:, :, None]).squeeze(2)
 
     @torch.no_grad()
-    def sample(self, n: int, y=None, mean: bool = True, generator: torch.Generator | None = None) -> Tensor:
-        """n images: decoder means (default) or draws of p(x|z) at codes from the mixture.
-        A conditional model takes labels y as in `model.sample`."""
+    def sample(self, n: int, y=None, mean: bool = True, generator: torch.Generator | None = None,
+               temperature: float = 1.0) -> Tensor:
+        """n images: decoder means (default) or draws of p(x|z) at codes from the mixture
+        (`temperature` as in `sample_codes`). A conditional model takes labels y as in
+        `model.sample`."""
         p = next(self.model.parameters())
-        z = self.sample_codes(n, generator).to(device=p.device, dtype=p.dtype)
+        z = self.sample_codes(n, generator, temperature).to(device=p.device, dtype=p.dtype)
         from .models.vae import VAE
         labels = VAE._labels(self.model, n, y)
         out = self.model.decode(z, labels)

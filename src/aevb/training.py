@@ -32,6 +32,7 @@ from . import data as data_mod
 from . import distributed, runtime
 from .evaluation import elbo_terms
 from .models.base import load_state
+from .progress import Reporter
 from .serialization import CheckpointError, atomic_write, load_tensors, save_tensors, write_json
 
 PRECISIONS = ("fp32", "bf16", "fp16")
@@ -288,7 +289,7 @@ class _StopFlag:
 def train(model, dataset, *, epochs: int = 10, batch_size: int = 100, lr: float = 1e-3,
           optimizer: str = "adam", seed: int = 0, clip_grad: float | None = None,
           warmup_epochs: float = 0.0, noise: float = 0.0, out=None, resume: bool = False,
-          overwrite: bool = False, config: dict | None = None, progress: bool = True,
+          overwrite: bool = False, config: dict | None = None, progress: bool | str = True,
           tensorboard: bool = True, eval_batch_size: int = 1000, max_skips: int = 100,
           device: str | None = "auto", precision: str = "fp32", threads: int | str | None = None,
           callbacks=()) -> Run:
@@ -311,6 +312,8 @@ def train(model, dataset, *, epochs: int = 10, batch_size: int = 100, lr: float 
       count, for this process from now on (`aevb.runtime.set_threads`); None keeps the
       process's setting (AEVB_THREADS, default auto).
     - `callbacks`: functions called as cb(run, record) after each epoch (on rank 0).
+    - `progress`: True (a bar on a terminal, else one line per epoch), "lines", "both" or
+      False (see `aevb.progress`).
     """
     if epochs < 0 or batch_size < 1 or not 0 < lr < math.inf:
         raise ValueError(f"need epochs >= 0, batch_size >= 1, lr > 0; got {epochs}, {batch_size}, {lr}")
@@ -359,8 +362,8 @@ def train(model, dataset, *, epochs: int = 10, batch_size: int = 100, lr: float 
             write_json(run.dir / "config.json", {**(config or {}), "model_config": model.full_config()})
     writer = _tensorboard(run.dir, tensorboard and ctx.main)
     steps_per_epoch = math.ceil(len(dataset.train) / batch_size)
-    bar = _progress(progress and ctx.main, total=epochs * steps_per_epoch,
-                    initial=state["epoch"] * steps_per_epoch + state["step"])
+    bar = Reporter(progress if ctx.main else False, total=epochs * steps_per_epoch,
+                   initial=state["epoch"] * steps_per_epoch + state["step"], epochs=epochs)
     test = dataset.test[ctx.rank::ctx.world_size]
     t0 = time.perf_counter()
     consecutive = 0
@@ -440,7 +443,7 @@ def train(model, dataset, *, epochs: int = 10, batch_size: int = 100, lr: float 
             record["skipped_steps"] = state["skipped"]
             run.history.append(record)
             state.update(epoch=epoch + 1, step=0, sums={})
-            bar.set_postfix_str(_postfix(record))
+            bar.epoch(record)
             if run.dir is not None and ctx.main:
                 with open(run.dir / "metrics.jsonl", "a") as f:
                     f.write(json.dumps(record) + "\n")
@@ -480,22 +483,11 @@ def _guard(skipped: int, consecutive: int, max_skips: int, opt, epoch: int, run_
                       f"{opt.param_groups[0]['lr']:g}")
 
 
-def _postfix(record: dict) -> str:
-    keys = [k for k in ("train_elbo", "test_elbo", "train_loss") if k in record]
-    return f"epoch {record['epoch']} " + " ".join(f"{k}={record[k]:.2f}" for k in keys)
-
-
 def _rewrite_metrics(directory: Path, history: list[dict]) -> None:
     """On resume, metrics.jsonl holds exactly the epochs of the checkpoint (a kill between
     writing the metrics line and the checkpoint would otherwise repeat an epoch)."""
     text = "".join(json.dumps(r) + "\n" for r in history)
     atomic_write(directory / "metrics.jsonl", text.encode())  # a kill leaves old or new
-
-
-def _progress(enabled: bool, total: int, initial: int):
-    from tqdm.auto import tqdm
-    return tqdm(total=total, initial=initial, disable=not enabled, unit="step", dynamic_ncols=True,
-                mininterval=0.5)
 
 
 def _tensorboard(directory, enabled: bool):

@@ -18,14 +18,26 @@ import torch
 from torch import Tensor
 
 from .readers import DataError, DataWarning
-from .registry import DATASETS, available, describe, load_arrays
+from .registry import DATASETS, available, class_names, describe, load_arrays
 from . import transforms
 from .transforms import BINARIZE, salt_and_pepper
 
 __all__ = ["Dataset", "Split", "load", "subset", "keep_classes", "DATASETS", "DataError", "DataWarning", "available",
-           "describe", "salt_and_pepper"]
+           "class_names", "describe", "salt_and_pepper"]
 
 EVAL_BINARIZE_SEED = 1234  # the fixed seed of static binarization and of the test set
+
+
+def eval_binarization(binarize: str) -> dict | None:
+    """How `load` binarized the test images (None for binarize "none"), as `aevb eval`
+    records it: one draw with the fixed seed, so that anyone can make the same images."""
+    if binarize == "none":
+        return None
+    return {"seed": EVAL_BINARIZE_SEED,
+            "method": "aevb.data.transforms.binarize(x_test, torch.Generator().manual_seed(1234)): "
+                      "pixel = 1 where u < ceil(p * 2^24), u 24 random bits per pixel, one draw over "
+                      "the whole test split (after classes and limit)"
+                      + ("; then the train split from the same generator" if binarize == "static" else "")}
 
 
 @dataclass
@@ -76,9 +88,11 @@ class Dataset:
             yield (transforms.binarize(x) if dynamic else x), y
 
 
-def _classes(split: Split, classes, name: str, part: str) -> Split:
-    """`keep_classes`, with errors that name the dataset and the labels it has."""
-    classes = [classes] if isinstance(classes, int) else classes
+def _classes(split: Split, classes, name: str, part: str, names=None) -> Split:
+    """`keep_classes`, with errors that name the dataset and the labels it has; class names
+    (e.g. "cat") are looked up in the dataset's `names`."""
+    classes = [classes] if isinstance(classes, (int, str)) else classes
+    classes = [_label_of(c, names, name) if isinstance(c, str) else c for c in classes]
     if isinstance(classes, (str, bytes)) or not all(
             isinstance(c, int) and not isinstance(c, bool) for c in classes):
         raise ValueError(f"classes must be integer labels such as [0, 1, 2], got {classes!r}")
@@ -91,6 +105,19 @@ def _classes(split: Split, classes, name: str, part: str) -> Split:
         raise DataError(f"classes {missing} have no images in the {part} split of {name!r} "
                         f"(its labels: {', '.join(map(str, have))})")
     return keep_classes(split, classes)
+
+
+def _label_of(cls: str, names, dataset: str) -> int:
+    """The label of class name `cls` in the dataset's class names (a DataError if unknown)."""
+    import difflib
+    if not names:
+        raise DataError(f"dataset {dataset!r} has no class names; select classes by their integer labels "
+                        "(e.g. 0,1,2)")
+    if cls not in names:
+        close = difflib.get_close_matches(cls, names, n=1)
+        hint = f"did you mean {close[0]!r}? " if close else ""
+        raise DataError(f"dataset {dataset!r} has no class {cls!r}; {hint}its classes: {', '.join(names)}")
+    return list(names).index(cls)
 
 
 def subset(split, n: int | None, seed: int = 0):
@@ -118,7 +145,9 @@ def load(name: str = "digits", binarize: str = "none", data_dir=None, download: 
     """Load dataset `name` (see `describe()`), optionally from local files in `data_dir`.
 
     `classes` keeps only the images with these labels, in both splits (e.g. train on the
-    digits 0-8 and score the held-out 9s as anomalies); labels keep their values.
+    digits 0-8 and score the held-out 9s as anomalies); labels keep their values. Where the
+    dataset names its classes (cifar10, fashion-mnist, a labelled folder), names work too
+    (`classes=["cat", "dog"]`); the names are in `Dataset.info["classes"]`.
     `limit` then keeps `limit` images of each split, a fixed random choice kept in order (for
     quick experiments; a split sorted by label keeps every label). For
     "folder:PATH": `image_size` (default 64) and `channels` (1 or 3, default 3) set the
@@ -133,7 +162,7 @@ def load(name: str = "digits", binarize: str = "none", data_dir=None, download: 
         x, y = arrays[part]
         split = Split(torch.as_tensor(x), None if y is None else torch.as_tensor(y).long())
         if classes is not None:
-            split = _classes(split, classes, name, part)
+            split = _classes(split, classes, name, part, arrays.get("info", {}).get("classes"))
         split = subset(split, limit)
         x, y = split.x, split.y
         splits[part] = Split(x.float().div_(255.0) if x.dtype == torch.uint8 else x.float(), y)

@@ -34,9 +34,13 @@ class Spec:
         return self.alternatives.get(filename, []) + gz
 
 
-def _idx_reader(train: str, test: str) -> Callable:
+FASHION_MNIST_CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt",
+                         "Sneaker", "Bag", "Ankle boot")
+
+
+def _idx_reader(train: str, test: str, classes: tuple | None = None) -> Callable:
     def read(paths):
-        out = {}
+        out = {"info": {"classes": list(classes)}} if classes else {}
         for part, stem in (("train", train), ("test", test)):
             xp, yp = paths[f"{stem}-images-idx3-ubyte.gz"], paths[f"{stem}-labels-idx1-ubyte.gz"]
             x, y = read_idx(xp), read_idx(yp)
@@ -81,14 +85,15 @@ DATASETS: dict[str, Spec] = {
         ["https://ossci-datasets.s3.amazonaws.com/mnist/", "http://yann.lecun.com/exdb/mnist/"]),
     "fashion-mnist": Spec(
         "Fashion-MNIST (Zalando), 60,000 train / 10,000 test, 28x28",
-        _idx_reader("train", "t10k"),
+        _idx_reader("train", "t10k", FASHION_MNIST_CLASSES),
         dict(zip(_idx_files("train", "t10k"), [
             "8d4fb7e6c68d591d4c3dfef9ec88bf0d", "25c81989df183df01b3e8a0aad5dffbe",
             "bef4ecab320f06d8554ea6380940ec79", "bb300cfdad3c16e7a12a480ee83cd310"])),
         ["http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/"]),
     "mnist-offline": Spec(
         "the offline MNIST split: fit on the 10,000 official test images, evaluate on 5,000 "
-        "official training images (files in ../shared/data/mnist; pass --data-dir)",
+        "official training images (no download: --data-dir DIR holding its four IDX files, "
+        "e.g. the shared data's mnist/, or put them in $AEVB_DATA/mnist-offline)",
         _idx_reader("t10k", "train5k"),
         dict(zip(_idx_files("t10k", "train5k"), [
             "9fb629c4189551a2d022fa330f9573f3", "ec29112dd5afa0611ce80d1b7f02629c",
@@ -107,6 +112,22 @@ _PATH_KINDS = {
                    "(unlabelled), resized to image_size, 1 or 3 channels, split by test_fraction",
     "npz:PATH": "an NPZ file with arrays x_train, x_test (and optionally y_train, y_test)",
 }
+
+
+def class_names(name: str) -> list[str] | None:
+    """The names of the labels 0, 1, ... of dataset `name` (CIFAR-10's, Fashion-MNIST's, a
+    labelled folder's subfolders), without reading its images; None where labels are plain
+    numbers (the digits) or there are none."""
+    if name == "cifar10":
+        return list(CIFAR10_CLASSES)
+    if name == "fashion-mnist":
+        return list(FASHION_MNIST_CLASSES)
+    if name.startswith("folder:"):
+        root = Path(name[len("folder:"):]).expanduser()
+        subs = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")) \
+            if root.is_dir() else []
+        return subs or None
+    return None
 
 
 def available() -> list[str]:

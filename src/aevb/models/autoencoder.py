@@ -97,13 +97,24 @@ class Autoencoder(Model):
         return torch.distributions.MultivariateNormal(mean, cov)
 
     @torch.no_grad()
-    def sample(self, n: int, y: Tensor | int | None = None, mean: bool = True) -> Tensor:
+    def sample(self, n: int, y: Tensor | int | None = None, mean: bool = True,
+               temperature: float = 1.0) -> Tensor:
         """n images decoded from codes drawn from a Gaussian fitted to the training codes
-        (use `aevb.samplers.GMMSampler` for a mixture)."""
+        (use `aevb.samplers.GMMSampler` for a mixture); `temperature` scales its spread."""
         from .vae import VAE
         y = VAE._labels(self, n, y)
-        p = self.decode(self.code_distribution().sample((n,)).to(_where(self)[1]), y)
+        p = self.decode(self.sample_codes(n, temperature), y)
         return p.mean if mean else p.sample()
+
+    @torch.no_grad()
+    def sample_codes(self, n: int, temperature: float = 1.0) -> Tensor:
+        """n codes from `code_distribution`, its spread scaled by `temperature` T:
+        z = mean + T (z' - mean)."""
+        if not temperature > 0:
+            raise ValueError(f"temperature must be a positive number, got {temperature!r}")
+        d = self.code_distribution()
+        z = d.sample((n,))
+        return (d.mean + temperature * (z - d.mean)).to(_where(self)[1])
 
     @torch.no_grad()
     def reconstruct(self, x: Tensor, y: Tensor | None = None) -> Tensor:

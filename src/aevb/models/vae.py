@@ -194,14 +194,32 @@ class VAE(Model):
         return terms
 
     @torch.no_grad()
-    def sample(self, n: int, y: Tensor | int | None = None, mean: bool = True) -> Tensor:
+    def sample(self, n: int, y: Tensor | int | None = None, mean: bool = True,
+               temperature: float = 1.0) -> Tensor:
         """n images from p(z) p(x|z): decoder means (default) or random draws.
 
         A conditional model takes labels `y`: a tensor of n labels, or one int for all; when
-        none are given it cycles through the classes (0, 1, ..., K-1, 0, ...)."""
+        none are given it cycles through the classes (0, 1, ..., K-1, 0, ...). `temperature`
+        T scales the prior's spread (`sample_codes`)."""
         y = self._labels(n, y)
-        p = self.decode(self.prior(*_where(self)).sample((n,)), y)
+        p = self.decode(self.sample_codes(n, temperature), y)
         return p.mean if mean else p.sample()
+
+    @torch.no_grad()
+    def sample_codes(self, n: int, temperature: float = 1.0) -> Tensor:
+        """n codes z ~ p(z), the prior's spread around its mean scaled by `temperature` T:
+        z = mean + T (z' - mean), z' ~ p(z); for the standard normal prior z = T eps. Binary
+        latents have no spread to scale (T must be 1)."""
+        prior = self.prior(*_where(self))
+        z = prior.sample((n,))
+        if temperature == 1:
+            return z
+        if not temperature > 0:
+            raise ValueError(f"temperature must be a positive number, got {temperature!r}")
+        if not self.latent.reparameterized:
+            raise ValueError(f"temperature applies to Gaussian latents, not to latent family "
+                             f"{self.config['latent_family']!r} (binary codes)")
+        return prior.mean + temperature * (z - prior.mean)
 
     def _labels(self, n: int, y) -> Tensor | None:
         if not self.num_classes:
