@@ -57,8 +57,9 @@ def cmd_train(args) -> int:
     name = Path(args.config).stem if args.config else \
         f"{cfg.dataset.replace(':', '-').replace('/', '-')}-{cfg.model}-z{cfg.latent_dim}"
     cfg.out = cfg.out or str(Path("runs") / name)
-    run, ds = config_mod.train_config(cfg, progress=not args.no_progress, overwrite=args.overwrite,
-                                      resume=args.resume)
+    from .runs import train_config
+    run, ds = train_config(cfg, progress=not args.no_progress, overwrite=args.overwrite,
+                           resume=args.resume)
     if run.stopped:
         print(f"stopped by {run.stopped}; checkpoint saved. Continue with: aevb train --resume --out {cfg.out}")
         return 128 + signal.Signals[run.stopped]  # the shell's convention: 130 SIGINT, 143 SIGTERM
@@ -146,20 +147,20 @@ def _sample_special(args, model) -> int:
     """`aevb sample --per-class N` (conditional models) and `--gmm K` (codes from a mixture)."""
     import torch
 
-    from . import plots, samplers, uses
+    from . import plots, runs, samplers
     sampler = model
     if args.gmm:
-        cfg = uses.run_config(args.run)
+        cfg = runs.run_config(args.run)
         if cfg is None:
             raise config_mod.ConfigError(f"--gmm: {args.run} has no run config.json naming its "
                                          "dataset; pass a run directory")
-        train_split = uses.run_images(cfg, "train")
+        train_split = runs.run_images(cfg, "train")
         sampler = samplers.GMMSampler.fit(model, train_split, args.gmm, seed=args.seed)
         if Path(args.run).is_dir():
             print(sampler.save(Path(args.run) / f"gmm-{args.gmm}"))
         torch.manual_seed(args.seed)
     if args.per_class:
-        k = getattr(model, "num_classes", 0)
+        k = model.num_classes
         if not k:
             raise config_mod.ConfigError("--per-class needs a conditional model (trained with conditional: true)")
         y = torch.arange(k).repeat_interleave(args.per_class)
@@ -182,15 +183,16 @@ def _images_arguments(p, default_out: str) -> None:
 
 
 def _run_images(args):
-    from . import uses
+    from . import runs
     from .models import load
+    from .models.base import check_shape
     model = load(args.run)
-    cfg = uses.run_config(args.run)
+    cfg = runs.run_config(args.run)
     spec = args.images or (cfg.dataset if cfg else None)
     if spec is None:
         raise config_mod.ConfigError(f"{args.run} has no run config naming its dataset; pass IMAGES")
-    split = uses.load_images(spec, cfg, args.split, args.data_dir, args.limit)
-    uses.check_shape(model, split.x, f"images of {spec}")
+    split = runs.load_images(spec, cfg, args.split, args.data_dir, args.limit)
+    check_shape(model, split.x, f"images of {spec}")
     return model, cfg, spec, split
 
 
@@ -213,40 +215,22 @@ def _score_arguments(p):
 def cmd_score(args) -> int:
     import numpy as np
 
-    from . import uses
+    from . import anomaly, runs
     model, cfg, spec, split = _run_images(args)
-    scores = uses.anomaly_scores(model, split.x, samples=args.samples, seed=args.seed)
+    scores = anomaly.anomaly_scores(model, split.x, samples=args.samples, seed=args.seed)
     background = None
     if args.ratio:
         if cfg is None:
             raise config_mod.ConfigError("--ratio needs the run's training images: pass a run directory")
-        background = uses.PixelBackground.fit(uses.run_images(cfg, "train").x)
-        scores = uses.likelihood_ratio_scores(scores, split.x, background)
-    name = "-log p(x)" if hasattr(model, "prior") else "-log p(x|enc(x))"
+        background = anomaly.PixelBackground.fit(runs.run_images(cfg, "train").x)
+        scores = anomaly.likelihood_ratio_scores(scores, split.x, background)
+    name = anomaly.score_name(model)
     out = {"images": spec, "split": args.split, "n": len(scores), "samples": args.samples,
            "score": f"{name} + log p_background(x) (nats)" if args.ratio else f"{name} (nats)",
            "mean_score": float(scores.mean()), "median_score": float(scores.median())}
     if args.anomaly_classes:
-        if split.y is None:
-            raise config_mod.ConfigError(f"--anomaly-classes: the images of {spec} have no labels")
-        classes = args.anomaly_classes
-        try:
-            out.update(anomaly_classes=classes, **uses.held_out_classes_auc(scores, split.y, classes))
-        except ValueError as e:
-            raise config_mod.ConfigError(f"--anomaly-classes: {e} (--limit keeps a random choice of images)") from None
-    reference = args.reference
-    if reference is None and not args.anomaly_classes and cfg is not None and spec != cfg.dataset:
-        reference = cfg.dataset
-    if reference and reference != "none":
-        own = cfg is not None and reference == cfg.dataset  # the run's own images: its classes
-        ref = uses.load_images(reference, cfg, "test", args.data_dir if args.images is None else None,
-                               args.limit, classes=cfg.classes if own else None)
-        ref_scores = uses.anomaly_scores(model, ref.x, samples=args.samples, seed=args.seed)
-        if background is not None:
-            ref_scores = uses.likelihood_ratio_scores(ref_scores, ref.x, background)
-        out.update(reference=reference, n_reference=len(ref_scores),
-                   mean_score_reference=float(ref_scores.mean()),
-                   auc=uses.roc_auc(ref_scores, scores))
+        out.update(_held_out_auc(args, spec, split, scores))
+    out.update(_reference_auc(args, model, cfg, spec, scores, background))
     labels = split.y.numpy() if split.y is not None else np.full(len(scores), -1)
     Path(args.output).parent.mkdir(parents=True, exist_ok=True)
     np.savetxt(args.output, np.stack([np.arange(len(scores)), labels, scores.numpy()], 1),
@@ -254,6 +238,37 @@ def cmd_score(args) -> int:
     out["scores_file"] = args.output
     print(json.dumps(out))
     return 0
+
+
+def _held_out_auc(args, spec, split, scores) -> dict:
+    """--anomaly-classes: the ROC-AUC of those classes' images against the others."""
+    from . import anomaly
+    if split.y is None:
+        raise config_mod.ConfigError(f"--anomaly-classes: the images of {spec} have no labels")
+    classes = args.anomaly_classes
+    try:
+        return dict(anomaly_classes=classes, **anomaly.held_out_classes_auc(scores, split.y, classes))
+    except ValueError as e:
+        raise config_mod.ConfigError(f"--anomaly-classes: {e} (--limit keeps a random choice of images)") from None
+
+
+def _reference_auc(args, model, cfg, spec, scores, background) -> dict:
+    """--reference (default: the run's own test split when IMAGES is another dataset): the
+    ROC-AUC of the scored images against those normal ones."""
+    from . import anomaly, runs
+    reference = args.reference
+    if reference is None and not args.anomaly_classes and cfg is not None and spec != cfg.dataset:
+        reference = cfg.dataset
+    if not reference or reference == "none":
+        return {}
+    own = cfg is not None and reference == cfg.dataset  # the run's own images: its classes
+    ref = runs.load_images(reference, cfg, "test", args.data_dir if args.images is None else None,
+                           args.limit, classes=cfg.classes if own else None)
+    ref_scores = anomaly.anomaly_scores(model, ref.x, samples=args.samples, seed=args.seed)
+    if background is not None:
+        ref_scores = anomaly.likelihood_ratio_scores(ref_scores, ref.x, background)
+    return dict(reference=reference, n_reference=len(ref_scores),
+                mean_score_reference=float(ref_scores.mean()), auc=anomaly.roc_auc(ref_scores, scores))
 
 
 def _impute_arguments(p):
@@ -271,29 +286,29 @@ def _impute_arguments(p):
 def cmd_impute(args) -> int:
     import torch
 
-    from . import uses
+    from . import imputation, runs
     model, cfg, spec, split = _run_images(args)
     x = split.x[:args.n]
     y = None if split.y is None else split.y[:args.n]
     try:
-        mask = uses.make_mask(args.mask, x.shape[1:], len(x), torch.Generator().manual_seed(args.seed))
+        mask = imputation.make_mask(args.mask, x.shape[1:], len(x), torch.Generator().manual_seed(args.seed))
     except ValueError as e:
         raise config_mod.ConfigError(str(e)) from None
-    res = uses.impute(model, x, mask, y if getattr(model, "num_classes", 0) else None,
+    res = imputation.impute(model, x, mask, y if model.num_classes else None,
                       args.iterations, args.method, seed=args.seed)
-    err = uses.missing_error(res.filled, x, mask)
+    err = imputation.missing_error(res.filled, x, mask)
     out = {"images": spec, "n": len(x), "mask": args.mask, "method": args.method,
            "iterations": args.iterations, "mse_missing": float(err.mean()),
            "mse_missing_se": float(err.std() / len(err) ** 0.5) if len(err) > 1 else None}
     if cfg is not None:
-        mean_image = uses.run_images(cfg, "train").x.mean(0, keepdim=True)
+        mean_image = runs.run_images(cfg, "train").x.mean(0, keepdim=True)
         if mean_image.shape[1:] == x.shape[1:]:
             naive = torch.where(mask, mean_image.expand_as(x), x)
-            out["mse_missing_mean_image"] = float(uses.missing_error(naive, x, mask).mean())
+            out["mse_missing_mean_image"] = float(imputation.missing_error(naive, x, mask).mean())
     if res.acceptance is not None:
         out["acceptance"] = res.acceptance
     k = min(args.show, len(x))
-    out["figure"] = str(uses.imputation_figure(args.output, x[:k], mask[:k], res.filled[:k]))
+    out["figure"] = str(imputation.imputation_figure(args.output, x[:k], mask[:k], res.filled[:k]))
     print(json.dumps(out))
     return 0
 
@@ -337,9 +352,9 @@ def cmd_eval(args) -> int:
 
     from tqdm.auto import tqdm
 
-    from . import __version__, evaluation, report
-    run = report.open_run(args.run)
-    ds = report.run_dataset(run.config, args.data_dir)
+    from . import __version__, evaluation, runs
+    run = runs.open_run(args.run)
+    ds = runs.run_dataset(run.config, args.data_dir)
     n = len(ds.test) if args.limit is None else min(args.limit, len(ds.test))
     bar = tqdm(total=n, disable=args.no_progress or not args.nll_samples, unit="image",
                desc=f"log p(x), K={args.nll_samples}", dynamic_ncols=True, mininterval=1.0)
@@ -391,16 +406,16 @@ def _plot_arguments(p):
 
 @command("plot", "draw one figure of a trained model into a PNG")
 def cmd_plot(args) -> int:
-    from . import plots, report
+    from . import plots, runs
     from .evaluation import NotApplicable
     if args.kind == "latent-sweep":
         from .sweep import plot_sweep
         print(plot_sweep(args.run, args.output, **({} if args.n is None else {"n": args.n}), seed=args.seed))
         return 0
-    run = report.open_run(args.run)
+    run = runs.open_run(args.run)
     ds = None
     if args.kind in ("recon", "latent", "interpolate", "denoise"):
-        ds = report.run_dataset(run.config, args.data_dir)
+        ds = runs.run_dataset(run.config, args.data_dir)
     out = Path(args.output) if args.output else run.dir / "figures" / f"{args.kind}.png"
     try:
         print(plots.make(args.kind, run.model, ds, out, history=run.history, n=args.n, dims=args.dims,
@@ -493,13 +508,28 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
+def _tuned():
+    """`runtime.tuned()`, a bad AEVB_THREADS refused as a config error."""
+    import os
+
+    from . import runtime
+    try:
+        runtime.parse_threads(os.environ.get("AEVB_THREADS", "auto"), "AEVB_THREADS")
+    except ValueError as e:
+        raise config_mod.ConfigError(str(e)) from None
+    return runtime.tuned()
+
+
 def main(argv=None) -> int:
+    """Run one command; aevb's thread settings apply for its duration (`runtime.tuned`).
+    Every error the user can fix is one line on stderr and exit status 2."""
+    from .checkpoint import TrainingError
     from .data import DataError
     from .serialization import CheckpointError
-    from .training import TrainingError
     args = parser().parse_args(argv)
     try:
-        return COMMANDS[args.command][0](args)
+        with _tuned():
+            return COMMANDS[args.command][0](args)
     except (config_mod.ConfigError, DataError, CheckpointError, TrainingError) as e:
         print(f"aevb {args.command}: error: {' '.join(str(e).split())}", file=sys.stderr)
         return 2

@@ -16,6 +16,8 @@ Each figure is one function taking the model (and test data where it needs image
 `make(kind, model, dataset, path, ...)` draws one by its command-line name and raises
 `NotApplicable` (with the reason) when a figure does not apply to a model, e.g. a manifold
 of binary latents. Randomness comes from a `seed` argument; the global RNG is left as it was.
+Figures are matplotlib `Figure` objects drawn without pyplot: importing this module leaves
+matplotlib's backend and pyplot's state alone.
 """
 from __future__ import annotations
 
@@ -23,13 +25,12 @@ import io
 from pathlib import Path
 
 import matplotlib
+import numpy as np
+import torch
+from matplotlib.figure import Figure
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-
-from .evaluation import NotApplicable, posterior_means, reconstruct, subset  # noqa: E402
+from .distributions.priors import prior_name
+from .evaluation import NotApplicable, posterior_means, subset
 
 KINDS = ("samples", "recon", "manifold", "latent", "interpolate", "denoise", "curves")
 
@@ -64,9 +65,8 @@ def save_panels(path, panels, suptitle: str | None = None) -> Path:
     grids = [(t, image_grid(im, nr)) for t, im, nr in panels]
     widths = [_inches(g.shape[1]) for _, g in grids]
     height = max(w * g.shape[0] / g.shape[1] for w, (_, g) in zip(widths, grids))
-    fig, axes = plt.subplots(1, len(grids), figsize=(sum(widths) + 0.2 * len(grids),
-                                                     height + (0.45 if suptitle else 0) + 0.35),
-                             squeeze=False, gridspec_kw={"width_ratios": widths})
+    fig = Figure(figsize=(sum(widths) + 0.2 * len(grids), height + (0.45 if suptitle else 0) + 0.35))
+    axes = fig.subplots(1, len(grids), squeeze=False, gridspec_kw={"width_ratios": widths})
     for ax, (title, g) in zip(axes[0], grids):
         ax.imshow(g, cmap="gray" if g.ndim == 2 else None, vmin=0, vmax=1, interpolation="nearest")
         ax.axis("off")
@@ -82,12 +82,10 @@ def _save(fig, path) -> Path | io.BytesIO:
     fig.tight_layout()
     if hasattr(path, "write"):
         fig.savefig(path, format="png", dpi=100)
-        plt.close(fig)
         return path
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=100)
-    plt.close(fig)
     return path
 
 
@@ -99,44 +97,18 @@ def _where(model):
 
 def _labels_for(model, n: int, label: int | None = None):
     """Labels for a conditional model (`label` for all, else cycling 0..K-1); None otherwise."""
-    k = getattr(model, "num_classes", 0)
-    if not k:
+    return model.class_labels(n, label) if model.num_classes else None
+
+
+def _standard_normal_prior(model) -> str | None:
+    """None if the model's prior is N(0, I), else why a figure that needs one does not apply."""
+    if prior_name(model.prior) == "standard_normal":
         return None
-    if label is not None:
-        return torch.full((n,), int(label), dtype=torch.long)
-    return torch.arange(n) % k
+    return f"the manifold needs a standard normal prior; this model's prior is {prior_name(model.prior)}"
 
 
-def _mean(p):
-    return p if torch.is_tensor(p) else p.mean
-
-
-def _latent_family(model) -> str:
-    """"bernoulli" for binary latent codes, "gaussian" for a standard normal prior, "none"
-    for a model without a prior (a plain autoencoder)."""
-    cfg = getattr(model, "config", {}) or {}
-    fam = cfg.get("latent_family", cfg.get("latent"))
-    if fam:
-        return fam
-    if not hasattr(model, "prior"):
-        return "none"
-    base = getattr(model.prior(), "base_dist", model.prior())
-    return "bernoulli" if isinstance(base, torch.distributions.Bernoulli) else "gaussian"
-
-
-def _draw_latents(model, n: int) -> torch.Tensor | None:
-    """n codes from the model's prior p(z), or from the code distribution of a model without
-    one (an autoencoder's fitted Gaussian); None when it has neither."""
-    device, dtype = _where(model)
-    if hasattr(model, "prior"):
-        try:
-            prior = model.prior(device, dtype)
-        except TypeError:
-            prior = model.prior()
-        return prior.sample((n,))
-    if hasattr(model, "code_distribution"):
-        return model.code_distribution().sample((n,)).to(dtype)
-    return None
+def _binary_codes(model) -> bool:
+    return model.prior is not None and model.prior.support == "binary"
 
 
 def _eval(model):
@@ -158,16 +130,11 @@ def samples(model, path, n: int = 64, seed: int = 0, nrow: int | None = None) ->
             torch.manual_seed(seed)
             y = _labels_for(model, n)
             nrow = nrow or (model.num_classes if y is not None else None)
-            z = _draw_latents(model, n)
-            if z is None:
-                return save_grid(path, model.sample(n), nrow, "samples (decoder means)")
-            p = model.decode(z, y)
-        panels = [("decoder means E[x|z], z ~ p(z)", _mean(p), nrow)]
-        lik = getattr(model, "likelihood", None)
-        if lik is not None and hasattr(lik, "mode") and not torch.is_tensor(p):
-            mode = lik.mode(p)
-            if not torch.allclose(mode, _mean(p)):
-                panels.append(("most probable values", mode, nrow))
+            p = model.decode(model.sample_latents(n), y)
+        panels = [("decoder means E[x|z], z ~ p(z)", p.mean, nrow)]
+        mode = model.likelihood.mode(p)
+        if not torch.allclose(mode, p.mean):
+            panels.append(("most probable values", mode, nrow))
         return save_panels(path, panels)
     finally:
         model.train(was)
@@ -181,7 +148,7 @@ def reconstructions(model, split, path, n: int = 32, seed: int = 0) -> Path:
     try:
         split = subset(split, n, seed)
         x, y = split.x, split.y
-        rec = reconstruct(model, x, y)
+        rec = model.reconstruct(x, y)
         cols = min(8, n)
         return save_panels(path, [("test images", x, cols), ("reconstructions", rec, cols)])
     finally:
@@ -208,10 +175,9 @@ def manifold(model, path, n: int = 20, dims=(0, 1), label: int | None = None) ->
     For a latent of more than two dimensions, dims `dims` vary and the others are 0 (the
     prior's mode). A conditional model decodes every point with class `label` (default 0).
     Not for binary latents or models without a standard normal prior."""
-    fam = _latent_family(model)
-    if fam != "gaussian":
-        raise NotApplicable(f"the manifold needs a standard normal prior; this model's latent "
-                            f"family is {fam!r}")
+    reason = _standard_normal_prior(model)
+    if reason:
+        raise NotApplicable(reason)
     d = model.latent_dim
     i, j = (int(k) for k in dims)
     if d < 2:
@@ -223,7 +189,7 @@ def manifold(model, path, n: int = 20, dims=(0, 1), label: int | None = None) ->
         device, dtype = _where(model)
         z = manifold_grid(n, (i, j), d).to(device, dtype)
         y = _labels_for(model, n * n, 0 if label is None else label)
-        x = _mean(model.decode(z, y))
+        x = model.decode(z, y).mean
     finally:
         model.train(was)
     title = "learned manifold" + ("" if d == 2 else f" (dims {i}, {j}; others 0)") + \
@@ -242,9 +208,9 @@ def latent(model, split, path, n: int = 2000, tsne: bool = True, seed: int = 0) 
     split = subset(split, n, seed)
     m = posterior_means(model, split.x, split.y).double().cpu().numpy()
     labels = None if split.y is None else split.y.cpu().numpy()
-    fam = _latent_family(model)
-    if fam == "bernoulli":
-        fig, ax = plt.subplots(figsize=(6, 3.8))
+    if _binary_codes(model):
+        fig = Figure(figsize=(6, 3.8))
+        ax = fig.subplots()
         if labels is None:
             ax.hist(m.ravel(), bins=50, color="C0")
         else:
@@ -268,7 +234,8 @@ def latent(model, split, path, n: int = 2000, tsne: bool = True, seed: int = 0) 
         panels.append((f"PCA ({share:.0%} of the variance)", pca.transform(m), ("PC 1", "PC 2")))
         if tsne:
             panels.append(("t-SNE", _tsne(m, seed), ("", "")))
-    fig, axes = plt.subplots(1, len(panels), figsize=(5.2 * len(panels), 4.6), squeeze=False)
+    fig = Figure(figsize=(5.2 * len(panels), 4.6))
+    axes = fig.subplots(1, len(panels), squeeze=False)
     for ax, (title, pts, (xl, yl)) in zip(axes[0], panels):
         _scatter(ax, pts, labels)
         ax.set_title(title)
@@ -288,7 +255,7 @@ def _tsne(m: np.ndarray, seed: int) -> np.ndarray:
 
 
 def _color(c):
-    return plt.get_cmap("tab10")(int(c) % 10)
+    return matplotlib.colormaps["tab10"](int(c) % 10)
 
 
 def _scatter(ax, pts, labels):
@@ -319,9 +286,9 @@ def interpolate(model, split, path, pairs: int = 8, steps: int = 10, seed: int =
         t = torch.linspace(0, 1, steps, dtype=za.dtype)
         z = (za[:, None] * (1 - t)[None, :, None] + zb[:, None] * t[None, :, None])
         z = z.reshape(pairs * steps, -1)
-        y = None if a.y is None or not getattr(model, "num_classes", 0) else \
+        y = None if a.y is None or not model.num_classes else \
             a.y.repeat_interleave(steps)  # a conditional model keeps the first image's class
-        x = _mean(model.decode(z, y)).reshape(pairs, steps, *a.x.shape[1:])
+        x = model.decode(z, y).mean.reshape(pairs, steps, *a.x.shape[1:])
     finally:
         model.train(was)
     rows = torch.cat([a.x[:, None], x, b.x[:, None]], 1).reshape(-1, *a.x.shape[1:])
@@ -340,7 +307,7 @@ def denoise(model, split, path, rate: float = 0.2, n: int = 16, seed: int = 0) -
     noisy = salt_and_pepper(x, rate, generator=torch.Generator().manual_seed(seed))
     was = _eval(model)
     try:
-        rec = reconstruct(model, noisy, y)
+        rec = model.reconstruct(noisy, y)
     finally:
         model.train(was)
     cols = min(4, n)
@@ -352,7 +319,8 @@ def curves(history: list[dict], path, keys=("elbo",)) -> Path:
     """Train and test values per epoch (ELBO in nats per example by default); one panel per
     key present in `history` (the records of metrics.jsonl)."""
     keys = [k for k in keys if any(f"train_{k}" in r or f"test_{k}" in r for r in history)] or list(keys)[:1]
-    fig, axes = plt.subplots(1, len(keys), figsize=(5 * len(keys), 3.5), squeeze=False)
+    fig = Figure(figsize=(5 * len(keys), 3.5))
+    axes = fig.subplots(1, len(keys), squeeze=False)
     epochs = [r["epoch"] for r in history]
     for ax, key in zip(axes[0], keys):
         for split in ("train", "test"):
@@ -372,7 +340,8 @@ def tradeoff(points, path, title: str | None = None) -> Path:
     """Rate against distortion of several runs: test KL(q(z|x) || p(z)) (x axis) and
     -E_q log p(x|z) (y axis), in nats per example, one labelled point per run; e.g. a sweep
     over beta, where a larger KL weight buys a smaller KL with a worse reconstruction."""
-    fig, ax = plt.subplots(figsize=(5, 4))
+    fig = Figure(figsize=(5, 4))
+    ax = fig.subplots()
     kl = [p[2] for p in points]
     dist = [-p[1] for p in points]
     ax.plot(kl, dist, marker="o")
@@ -396,9 +365,7 @@ def latent_sweep(models, path, n: int = 100, seed: int = 0, title: str | None = 
         try:
             with torch.random.fork_rng(devices=[]):
                 torch.manual_seed(seed)
-                z = _draw_latents(model, n)
-                y = _labels_for(model, n)
-                x = model.sample(n) if z is None else _mean(model.decode(z, y))
+                x = model.sample(n)
         finally:
             model.train(was)
         panels.append((str(label), x, None))
@@ -409,10 +376,10 @@ def latent_sweep(models, path, n: int = 100, seed: int = 0, title: str | None = 
 def applies(kind: str, model) -> str | None:
     """None if figure `kind` applies to `model`, else the reason it does not."""
     if kind == "manifold":
-        fam = _latent_family(model)
-        if fam != "gaussian":
-            return f"the manifold needs a standard normal prior (latent family: {fam})"
-        if getattr(model, "latent_dim", 0) < 2:
+        reason = _standard_normal_prior(model)
+        if reason:
+            return reason
+        if model.latent_dim < 2:
             return "the manifold needs at least 2 latent dimensions"
     return None
 
@@ -432,7 +399,7 @@ def make(kind: str, model, dataset, path, history=None, *, n: int | None = None,
     kw = {} if n is None else {"n": n}
     if kind == "samples":
         if per_class:
-            if not getattr(model, "num_classes", 0):
+            if not model.num_classes:
                 raise NotApplicable("--per-class needs a conditional model (trained with conditional: true)")
             kw["n"] = per_class * model.num_classes  # one column per class, per_class rows
         return samples(model, path, seed=seed, **kw)

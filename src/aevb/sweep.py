@@ -17,6 +17,7 @@ import json
 from pathlib import Path
 
 from . import config as config_mod
+from .runs import read_history, train_config
 
 #: command-line shortcuts: `aevb sweep --<name> V1,V2,...` sweeps config key SHORTCUTS[name]
 SHORTCUTS = {"latent": "latent_dim", "beta": "beta"}
@@ -46,7 +47,6 @@ def run_dir(out, key: str, value) -> Path:
 
 
 def _complete(d: Path, epochs: int) -> bool:
-    from .report import read_history
     h = read_history(d)
     return (d / "checkpoint.safetensors").exists() and bool(h) and h[-1].get("epoch") == epochs
 
@@ -70,7 +70,7 @@ def sweep(config, key: str, values, out, overrides: dict | None = None, progress
         else:
             resume = not overwrite and (d / "checkpoint.safetensors").exists()
             log(f"{key} = {_label(value)}: {'resuming' if resume else 'training'} in {d}")
-            run, ds = config_mod.train_config(cfg, progress=progress, overwrite=overwrite, resume=resume)
+            run, ds = train_config(cfg, progress=progress, overwrite=overwrite, resume=resume)
             if run.stopped:  # a signal: its run saved a checkpoint; the same call goes on
                 return {"key": key, "values": list(values), "runs": runs, "stopped": run.stopped}
             if figure:  # each run gets its report, as after `aevb train`
@@ -99,7 +99,6 @@ def plot_sweep(out, path=None, n: int = 100, seed: int = 0) -> Path:
     the runs' final test reconstruction term against their KL -> OUT/tradeoff.png."""
     from . import plots
     from .models import load
-    from .report import read_history
     key, runs = load_sweep(out)
     last = [(v, (read_history(d) or [{}])[-1]) for v, d in runs]
     points = [(f"{key}={_label(v)}", r["test_rec"], r["test_kl"]) for v, r in last
