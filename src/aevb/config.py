@@ -43,8 +43,8 @@ class Config:
     kl: str = "analytic"              # analytic | mc
     conditional: bool = False         # condition encoder and decoder on the label
     latent_family: str = "gaussian"   # gaussian | bernoulli (binary codes)
-    prior: str | None = None          # standard_normal | bernoulli_half | mog; default: the latent family's
-    prior_components: int = 10        # components of a mixture prior (mog)
+    prior: str | None = None          # a name in aevb.distributions.PRIORS; default: the latent family's
+    prior_components: int = 10        # components of a mixture prior
     estimator: str = "reinforce"      # bernoulli latent: reinforce (score function) | gumbel
     baseline: str = "learned"         # reinforce: none | mean (moving average) | learned (+ MLP of x)
     gumbel_temperature: float = 0.5   # estimator gumbel: temperature of the straight-through relaxation
