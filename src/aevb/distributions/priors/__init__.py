@@ -5,9 +5,11 @@ from __future__ import annotations
 
 from .base import Prior
 from .bernoulli_half import BernoulliHalf
+from .mixture import MixtureOfGaussians
 from .standard_normal import StandardNormal
 
-PRIORS: dict[str, type[Prior]] = {"standard_normal": StandardNormal, "bernoulli_half": BernoulliHalf}
+PRIORS: dict[str, type[Prior]] = {"standard_normal": StandardNormal, "bernoulli_half": BernoulliHalf,
+                                  "mog": MixtureOfGaussians}
 
 
 def build_prior(name: str, latent_dim: int, support: str | None = None, **settings) -> Prior:
