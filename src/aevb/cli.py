@@ -229,8 +229,26 @@ def cmd_score(args) -> int:
            "score": f"{name} + log p_background(x) (nats)" if args.ratio else f"{name} (nats)",
            "mean_score": float(scores.mean()), "median_score": float(scores.median())}
     if args.anomaly_classes:
-        out.update(_held_out_auc(args, spec, split, scores))
-    out.update(_reference_auc(args, model, cfg, spec, scores, background))
+        if split.y is None:
+            raise config_mod.ConfigError(f"--anomaly-classes: the images of {spec} have no labels")
+        classes = args.anomaly_classes
+        try:
+            out.update(anomaly_classes=classes, **anomaly.held_out_classes_auc(scores, split.y, classes))
+        except ValueError as e:
+            raise config_mod.ConfigError(f"--anomaly-classes: {e} (--limit keeps a random choice of images)") from None
+    reference = args.reference
+    if reference is None and not args.anomaly_classes and cfg is not None and spec != cfg.dataset:
+        reference = cfg.dataset
+    if reference and reference != "none":
+        own = cfg is not None and reference == cfg.dataset  # the run's own images: its classes
+        ref = runs.load_images(reference, cfg, "test", args.data_dir if args.images is None else None,
+                               args.limit, classes=cfg.classes if own else None)
+        ref_scores = anomaly.anomaly_scores(model, ref.x, samples=args.samples, seed=args.seed)
+        if background is not None:
+            ref_scores = anomaly.likelihood_ratio_scores(ref_scores, ref.x, background)
+        out.update(reference=reference, n_reference=len(ref_scores),
+                   mean_score_reference=float(ref_scores.mean()),
+                   auc=anomaly.roc_auc(ref_scores, scores))
     labels = split.y.numpy() if split.y is not None else np.full(len(scores), -1)
     Path(args.output).parent.mkdir(parents=True, exist_ok=True)
     np.savetxt(args.output, np.stack([np.arange(len(scores)), labels, scores.numpy()], 1),
@@ -238,37 +256,6 @@ def cmd_score(args) -> int:
     out["scores_file"] = args.output
     print(json.dumps(out))
     return 0
-
-
-def _held_out_auc(args, spec, split, scores) -> dict:
-    """--anomaly-classes: the ROC-AUC of those classes' images against the others."""
-    from . import anomaly
-    if split.y is None:
-        raise config_mod.ConfigError(f"--anomaly-classes: the images of {spec} have no labels")
-    classes = args.anomaly_classes
-    try:
-        return dict(anomaly_classes=classes, **anomaly.held_out_classes_auc(scores, split.y, classes))
-    except ValueError as e:
-        raise config_mod.ConfigError(f"--anomaly-classes: {e} (--limit keeps a random choice of images)") from None
-
-
-def _reference_auc(args, model, cfg, spec, scores, background) -> dict:
-    """--reference (default: the run's own test split when IMAGES is another dataset): the
-    ROC-AUC of the scored images against those normal ones."""
-    from . import anomaly, runs
-    reference = args.reference
-    if reference is None and not args.anomaly_classes and cfg is not None and spec != cfg.dataset:
-        reference = cfg.dataset
-    if not reference or reference == "none":
-        return {}
-    own = cfg is not None and reference == cfg.dataset  # the run's own images: its classes
-    ref = runs.load_images(reference, cfg, "test", args.data_dir if args.images is None else None,
-                           args.limit, classes=cfg.classes if own else None)
-    ref_scores = anomaly.anomaly_scores(model, ref.x, samples=args.samples, seed=args.seed)
-    if background is not None:
-        ref_scores = anomaly.likelihood_ratio_scores(ref_scores, ref.x, background)
-    return dict(reference=reference, n_reference=len(ref_scores),
-                mean_score_reference=float(ref_scores.mean()), auc=anomaly.roc_auc(ref_scores, scores))
 
 
 def _impute_arguments(p):

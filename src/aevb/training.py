@@ -272,16 +272,16 @@ def run_epoch(loop: Loop, dataset) -> bool:
 def step(loop: Loop, x: torch.Tensor, y: torch.Tensor | None) -> bool:
     """One optimizer step on batch (x, y); False if it was skipped (non-finite loss or
     gradients), which counts towards the divergence guard."""
-    o, ctx = loop.options, loop.ctx
+    ctx = loop.ctx
     if ctx.device.type == "cpu":
         runtime.adapt_threads()
     x = x.to(ctx.device, non_blocking=True)
     y = None if y is None else y.to(ctx.device, non_blocking=True)
-    kw = {}
-    x, kw["target"] = loop.transform(x)
-    kw["beta"] = loop.beta(loop.state["global_step"])
+    x, target = loop.transform(x)
+    beta = loop.beta(loop.state["global_step"])
+    kw = {k: v for k, v in (("target", target), ("beta", beta)) if v is not None}
     with loop.autocast:
-        terms = loop.net(x, y, **{k: v for k, v in kw.items() if v is not None})
+        terms = loop.net(x, y, **kw)
     loss = terms.pop("loss")
     loop.opt.zero_grad()  # to None: backward then hands its gradient tensors over, no copy
     ok = math.isfinite(loss.item())
