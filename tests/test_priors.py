@@ -132,3 +132,40 @@ def test_the_mixture_samples_follow_its_density(k):
     second = (w[:, None] * (prior.logvars.exp() + prior.means ** 2)).sum(0).detach()
     assert torch.allclose(z.mean(0), mean, atol=0.03)
     assert torch.allclose(z.var(0), second - mean ** 2, rtol=0.03, atol=0.02)
+
+
+class PseudoInputs(Prior):
+    """A test-only VampPrior (Tomczak & Welling 2018): p(z) = 1/K sum_k q(z | u_k) over K
+    learned pseudo-inputs u_k, built from the model's own encoder, which the model offers to
+    every prior as the setting `encode`."""
+
+    support = "real"
+    settings = ("components", "input_shape", "encode")
+
+    def __init__(self, latent_dim, components, input_shape, encode):
+        super().__init__(latent_dim)
+        self.pseudo_inputs = torch.nn.Parameter(torch.rand(components, *input_shape))
+        self.encode = encode
+
+    def forward(self):
+        q = self.encode(self.pseudo_inputs)  # K posteriors: batch (K,), event (latent_dim,)
+        k = self.pseudo_inputs.shape[0]
+        return torch.distributions.MixtureSameFamily(
+            torch.distributions.Categorical(logits=torch.zeros(k, device=self.pseudo_inputs.device),
+                                            validate_args=False), q, validate_args=False)
+
+
+def test_a_prior_built_from_the_encoder_needs_no_change_to_the_model(monkeypatch):
+    monkeypatch.setitem(PRIORS, "pseudo", PseudoInputs)
+    ds = data.load("digits", binarize="static", limit=200)
+    torch.manual_seed(0)
+    model = VAE(ds.shape, 2, hidden=[16], prior="pseudo", prior_components=4)
+    assert model.kl_method == "mc" and model.prior.pseudo_inputs.shape == (4, *ds.shape)
+    z = torch.randn(6, 2)
+    q = model.encode(model.prior.pseudo_inputs)
+    direct = torch.logsumexp(torch.stack([q.log_prob(zi[None].expand(4, 2)) for zi in z]), 1) - math.log(4)
+    assert torch.allclose(model.prior().log_prob(z), direct, atol=1e-5)
+    before = model.prior.pseudo_inputs.detach().clone()
+    run = train(model, ds, epochs=2, lr=3e-3, progress=False, tensorboard=False)
+    assert not torch.equal(model.prior.pseudo_inputs, before)  # learned with the model
+    assert all(math.isfinite(r["test_elbo"]) for r in run.history)

@@ -80,7 +80,9 @@ class VAE(Model):
         self.encoder, self.decoder = nets.build(
             net, self.input_shape, self.latent.params_per_dim * latent_dim, latent_dim,
             self.likelihood.params_per_dim * self.input_shape[0], hidden, activation, num_classes)
-        self.prior = build_prior(prior, latent_dim, self.latent.support, components=prior_components)
+        # every prior is offered these; each keeps those it declares (a VampPrior: the encoder)
+        self.prior = build_prior(prior, latent_dim, self.latent.support, components=prior_components,
+                                 input_shape=self.input_shape, encode=self.encode)
         self.baseline = None
         if not self.latent.reparameterized and estimator == "reinforce" and baseline != "none":
             self.baseline = ScoreBaseline(baseline, math.prod(self.input_shape) + num_classes)

@@ -14,8 +14,10 @@ class Prior(nn.Module):
     A subclass declares:
     - `support`: "real" (z in R^D) or "binary" (z in {0, 1}^D); it must be the posterior
       family's (`aevb.distributions.posteriors`);
-    - `settings`: the keyword settings its constructor takes beside `latent_dim` (e.g.
-      ("components",)); a model passes only those (see `build_prior`).
+    - `settings`: the keyword settings its constructor takes beside `latent_dim`, among those
+      a model offers (the VAE: "components", "input_shape", and "encode", its x -> q(z|x),
+      for a prior built from the posterior such as a VampPrior); `build_prior` passes only
+      the declared ones.
     KL(q(z|x) || p(z)) is analytic when torch.distributions has a closed form registered for
     the pair of types, else estimated by Monte Carlo (`aevb.objectives.kl_method`).
     """
