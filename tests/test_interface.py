@@ -43,9 +43,13 @@ def test_every_model_declares_the_interface(kw):
     assert isinstance(p, Distribution) and p.batch_shape == (2, 5) and p.mean.shape == (2, 5, *SHAPE)
     if kw == "autoencoder":
         assert model.prior is None and not model.has_density and model.kl_method is None
+        with pytest.raises(ValueError, match="no density"):
+            model.log_likelihood(x, y)
     else:
         assert isinstance(model.prior, Prior) and model.has_density
         assert model.prior().sample((6,)).shape == (6, 3) and model.kl_method in ("analytic", "mc")
+        assert torch.allclose(model.log_likelihood(x, y, samples=7, seed=3).double(),
+                              importance_sampling(model, x, y, samples=7, seed=3)["log_px"])
     assert model.sample_latents(5).shape == (5, 3)
     assert model.sample(5).shape == (5, *SHAPE)
     assert model.embed(x, y).shape == (4, 3) and model.reconstruct(x, y).shape == x.shape

@@ -205,7 +205,7 @@ def test_load_images_from_files(tmp_path):
 
 
 def test_shape_mismatch_is_refused(vae, digits):
-    for estimate in (lambda x: anomaly.anomaly_scores(vae, x), lambda x: log_likelihood(vae, x, samples=3),
+    for estimate in (lambda x: anomaly.anomaly_scores(vae, x), lambda x: vae.log_likelihood(x, samples=3),
                      lambda x: aevb.evaluation.elbo_terms(vae, data.Split(x))):
         with pytest.raises(data.DataError, match=r"have shape \(1, 28, 28\) but the model expects \(1, 8, 8\)"):
             estimate(torch.rand(2, 1, 28, 28))

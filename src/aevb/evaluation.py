@@ -31,14 +31,10 @@ from torch import Tensor
 from .data import salt_and_pepper, subset
 from .distributions import bits_per_dim
 from .models.base import check_shape
-from .objectives import iwae_bound, log_weights, objective_terms
+from .objectives import DEFAULT_ROWS, iwae_bound, log_px_estimate, log_weights, objective_terms
 from .runtime import adapt_threads, tuned
 
 ACTIVE_THRESHOLD = 0.01
-#: latent vectors per decoder call while importance sampling: small enough that the decoder's
-#: activations stay in cache and are recycled by the allocator (no fresh pages per call),
-#: large enough that the matrix products run at full speed
-DEFAULT_ROWS = 2000
 
 
 class NotApplicable(ValueError):
@@ -86,7 +82,6 @@ def _mean_stderr(v: Tensor) -> dict:
 
 
 # ----------------------------------------------------------------------------- log p(x)
-@torch.inference_mode()
 def importance_sampling(model, x: Tensor, y: Tensor | None = None, samples: int = 5000, *,
                         rows: int = DEFAULT_ROWS, batch_size: int | None = None, seed: int = 0,
                         progress=None) -> dict[str, Tensor]:
@@ -96,47 +91,22 @@ def importance_sampling(model, x: Tensor, y: Tensor | None = None, samples: int 
         log p(x) ~= log 1/K sum_k w_k,   log w_k = log p(x|z_k) + log p(z_k) - log q(z_k|x).
 
     The estimate is a lower bound in expectation (the IWAE bound L_K) that rises to log p(x)
-    as K = `samples` grows; it is exact for any K when q(z|x) is the true posterior. The
-    weights come from `aevb.objectives.log_weight_terms`, the function the IWAE objective
-    trains with; this is a loop over batches of examples around it.
-
-    Memory stays bounded and the work is done in large matrix products: the K samples of
-    `batch_size` examples are drawn at once (default: as many examples as fit `rows`, at
-    least one), and the decoder sees about `rows` latent vectors per call, each image
-    scored against its own samples without being copied. Sampling noise comes from `seed`;
-    the global RNG is left as it was. `progress`, if given, is called with the number of
-    examples done after each batch.
+    as K = `samples` grows; it is exact for any K when q(z|x) is the true posterior.
+    Computed by `aevb.objectives.log_px_estimate` (a loop over batches of examples around
+    the log-weights the IWAE objective trains with): memory stays bounded (about `rows`
+    latent vectors per decoder call, `batch_size` examples at once), sampling noise comes
+    from `seed`, the global RNG is left as it was; `progress`, if given, is called with the
+    number of examples done after each batch. NotApplicable for a model without a density.
 
     Returns per-example tensors (N,), float64:
       "log_px": the estimate of log p(x);
       "elbo":   mean_k log w_k, an ELBO estimate from the same K samples (KL by sampling);
       "ess":    the effective sample size (sum w)^2 / sum w^2 of the K weights, in 1..K.
     """
-    if samples < 1:
-        raise ValueError(f"samples must be >= 1, got {samples}")
     check_shape(model, x)
     _needs_density(model, "importance sampling")
-    rows = max(1, rows)
-    batch_size = batch_size or max(1, min(100, rows // samples))
-    out = {"log_px": [], "elbo": [], "ess": []}
-    was_training = model.training
-    model.eval()
-    try:
-        with tuned(), torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)
-            device = next(model.parameters()).device
-            for s in _batches(x.shape[0], batch_size):
-                yb = None if y is None else y[s].to(device)
-                lw = log_weights(model, x[s].to(device), samples, yb, rows=rows)   # (b, K)
-                lse = torch.logsumexp(lw, 1).double()
-                out["log_px"].append(lse - math.log(samples))
-                out["elbo"].append(lw.double().mean(1))
-                out["ess"].append((2 * lse - torch.logsumexp(2 * lw, 1).double()).exp())
-                if progress is not None:
-                    progress(s.stop - s.start)
-    finally:
-        model.train(was_training)
-    return {k: torch.cat(v).cpu() for k, v in out.items()}
+    return log_px_estimate(model, x, y, samples, rows=rows, batch_size=batch_size, seed=seed,
+                           progress=progress)
 
 
 def log_likelihood(model, x: Tensor, y: Tensor | None = None, samples: int = 5000,

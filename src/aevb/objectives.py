@@ -31,10 +31,14 @@ import torch
 from torch import Tensor
 from torch.distributions import Distribution, kl_divergence
 
-from .runtime import adapt_threads
+from .runtime import adapt_threads, tuned
 
 log = logging.getLogger("aevb")
 KL_METHODS = ("analytic", "mc")
+#: latent vectors per decoder call while estimating log p(x): small enough that the decoder's
+#: activations stay in cache and are recycled by the allocator (no fresh pages per call),
+#: large enough that the matrix products run at full speed
+DEFAULT_ROWS = 2000
 
 
 def kl_method(requested: str, q: Distribution, p: Distribution) -> str:
@@ -212,6 +216,42 @@ def iwae_terms(model, x: Tensor, k: int, y: Tensor | None = None, target: Tensor
 def iwae_bound(model, x: Tensor, k: int, y: Tensor | None = None) -> Tensor:
     """Per-example L_K = logsumexp_k(log w_k) - log K (stable: never exponentiates a raw weight)."""
     return torch.logsumexp(log_weights(model, x, k, y), dim=1) - math.log(k)
+
+
+@torch.inference_mode()
+def log_px_estimate(model, x: Tensor, y: Tensor | None = None, samples: int = 5000, *,
+                    rows: int = DEFAULT_ROWS, batch_size: int | None = None, seed: int = 0,
+                    progress=None) -> dict[str, Tensor]:
+    """log p(x) ~= L_K = log 1/K sum_k w_k with K = `samples` importance samples per example
+    (Burda et al. 2016, eq. 10; see `aevb.evaluation.importance_sampling`), per example (N,)
+    in float64: {"log_px", "elbo": mean_k log w_k, "ess": (sum w)^2 / sum w^2}. The K samples
+    of `batch_size` examples (default: as many as fit `rows`, at least one) are drawn at
+    once, the decoder sees about `rows` of them per call; noise from `seed`, the global RNG
+    left as it was; `progress(n)` after each batch of n examples."""
+    if samples < 1:
+        raise ValueError(f"samples must be >= 1, got {samples}")
+    rows = max(1, rows)
+    batch_size = batch_size or max(1, min(100, rows // samples))
+    out = {"log_px": [], "elbo": [], "ess": []}
+    was_training = model.training
+    model.eval()
+    try:
+        with tuned(), torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            device = next(model.parameters()).device
+            for i in range(0, x.shape[0], batch_size):
+                adapt_threads()
+                yb = None if y is None else y[i:i + batch_size].to(device)
+                lw = log_weights(model, x[i:i + batch_size].to(device), samples, yb, rows=rows)  # (b, K)
+                lse = torch.logsumexp(lw, 1).double()
+                out["log_px"].append(lse - math.log(samples))
+                out["elbo"].append(lw.double().mean(1))
+                out["ess"].append((2 * lse - torch.logsumexp(2 * lw, 1).double()).exp())
+                if progress is not None:
+                    progress(lw.shape[0])
+    finally:
+        model.train(was_training)
+    return {k: torch.cat(v).cpu() for k, v in out.items()}
 
 
 # ----------------------------------------------------------------------------- over a data set

@@ -8,6 +8,7 @@ from torch import Tensor, nn
 from torch.distributions import Distribution
 
 from ..data import DataError
+from ..objectives import log_px_estimate
 from ..serialization import CheckpointError, load_tensors, read_json, save_tensors, write_json
 
 MODELS: dict[str, type["Model"]] = {}
@@ -120,6 +121,15 @@ class Model(nn.Module):
         """The code of each image: the posterior mean E_q[z] (N, latent_dim); for binary
         codes the probabilities q(z_j = 1 | x)."""
         return self.encode(x, y).mean
+
+    def log_likelihood(self, x: Tensor, y: Tensor | None = None, samples: int = 5000, **kw) -> Tensor:
+        """Importance-sampled estimate of log p(x) per example (N,), in nats, with K =
+        `samples` (`aevb.objectives.log_px_estimate`; keywords rows, batch_size, seed; the
+        numbers of `aevb.evaluation.importance_sampling`). Only for a model with a density."""
+        if not self.has_density:
+            raise ValueError(f"a {self.kind} model has no density p(x): no log-likelihood")
+        check_shape(self, x)
+        return log_px_estimate(self, x, y, samples, **kw)["log_px"].to(x.dtype)
 
     # -- conditioning on labels
     def condition(self, y: Tensor | None) -> Tensor | None:
