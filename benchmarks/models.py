@@ -157,7 +157,7 @@ def exp_iwae(args):
 
 # ----------------------------------------------------------------------------- anomaly AUC
 def exp_auc(args):
-    from aevb import uses
+    from aevb import anomaly
     full = load(args)
     for digit in args.digits:
         ds = load(args)
@@ -167,27 +167,27 @@ def exp_auc(args):
             model = (VAE((1, 28, 28), 20, hidden=(400, 400)) if kind == "vae"
                      else Autoencoder((1, 28, 28), 20, hidden=(400, 400)))
             fit(model, ds, args)
-            scores = uses.anomaly_scores(model, full.test.x, samples=args.samples)
-            res = uses.held_out_classes_auc(scores, full.test.y, [digit])
-            background = uses.PixelBackground.fit(torch.bernoulli(ds.train.x))
-            ratio = uses.likelihood_ratio_scores(scores, full.test.x, background)
-            res["auc_ratio"] = uses.held_out_classes_auc(ratio, full.test.y, [digit])["auc"]
+            scores = anomaly.anomaly_scores(model, full.test.x, samples=args.samples)
+            res = anomaly.held_out_classes_auc(scores, full.test.y, [digit])
+            background = anomaly.PixelBackground.fit(torch.bernoulli(ds.train.x))
+            ratio = anomaly.likelihood_ratio_scores(scores, full.test.x, background)
+            res["auc_ratio"] = anomaly.held_out_classes_auc(ratio, full.test.y, [digit])["auc"]
             report(exp="auc", held_out=digit, model=kind, epochs=args.epochs, samples=args.samples, **res)
     # one dataset against another: MNIST test digits vs the same digits inverted (1 - x)
     torch.manual_seed(args.seed)
     model = VAE((1, 28, 28), 20, hidden=(400, 400))
     fit(model, full, args)
-    normal = uses.anomaly_scores(model, full.test.x[:1000], samples=args.samples)
-    inverted = uses.anomaly_scores(model, 1 - full.test.x[1000:2000], samples=args.samples)
-    noise = uses.anomaly_scores(model, torch.bernoulli(torch.full((1000, 1, 28, 28), full.test.x.mean().item())),
+    normal = anomaly.anomaly_scores(model, full.test.x[:1000], samples=args.samples)
+    inverted = anomaly.anomaly_scores(model, 1 - full.test.x[1000:2000], samples=args.samples)
+    noise = anomaly.anomaly_scores(model, torch.bernoulli(torch.full((1000, 1, 28, 28), full.test.x.mean().item())),
                                 samples=args.samples)
-    report(exp="auc", normal="mnist", anomalous="inverted mnist", auc=uses.roc_auc(normal, inverted))
-    report(exp="auc", normal="mnist", anomalous="bernoulli noise (mnist mean)", auc=uses.roc_auc(normal, noise))
+    report(exp="auc", normal="mnist", anomalous="inverted mnist", auc=anomaly.roc_auc(normal, inverted))
+    report(exp="auc", normal="mnist", anomalous="bernoulli noise (mnist mean)", auc=anomaly.roc_auc(normal, noise))
 
 
 # ----------------------------------------------------------------------------- imputation
 def exp_impute(args):
-    from aevb import uses
+    from aevb import imputation
     ds = load(args)
     torch.manual_seed(args.seed)
     model = VAE((1, 28, 28), 20, hidden=(400, 400))
@@ -195,17 +195,17 @@ def exp_impute(args):
     x = ds.test.x[::25][:200]  # 200 images, every class
     mean_image = ds.train.x.mean(0, keepdim=True)
     for spec in ("top-half", "left-half", "square:14", "random:0.5"):
-        mask = uses.make_mask(spec, x.shape[1:], len(x), torch.Generator().manual_seed(0))
-        naive = uses.missing_error(torch.where(mask, mean_image.expand_as(x), x), x, mask).mean()
+        mask = imputation.make_mask(spec, x.shape[1:], len(x), torch.Generator().manual_seed(0))
+        naive = imputation.missing_error(torch.where(mask, mean_image.expand_as(x), x), x, mask).mean()
         for method in ("gibbs", "mh"):
-            res = uses.impute(model, x, mask, iterations=args.iterations, method=method)
+            res = imputation.impute(model, x, mask, iterations=args.iterations, method=method)
             report(exp="impute", mask=spec, method=method, iterations=args.iterations,
-                   mse_missing=float(uses.missing_error(res.filled, x, mask).mean()),
+                   mse_missing=float(imputation.missing_error(res.filled, x, mask).mean()),
                    mse_missing_mean_image=float(naive), acceptance=res.acceptance)
     if args.figures:
-        mask = uses.make_mask("top-half", x.shape[1:], 8)
-        res = uses.impute(model, x[:8], mask, iterations=args.iterations)
-        uses.imputation_figure(Path(args.figures) / "impute_top_half.png", x[:8], mask, res.filled)
+        mask = imputation.make_mask("top-half", x.shape[1:], 8)
+        res = imputation.impute(model, x[:8], mask, iterations=args.iterations)
+        imputation.imputation_figure(Path(args.figures) / "impute_top_half.png", x[:8], mask, res.filled)
 
 
 # ----------------------------------------------------------------------------- GMM sampler

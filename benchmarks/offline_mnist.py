@@ -12,8 +12,12 @@ import argparse
 import time
 from pathlib import Path
 
-from aevb import VAE, data, train  # first, so that aevb's thread default applies
-from aevb.evaluation import elbo_terms
+from aevb import runtime
+
+runtime.prepare_process()  # what the aevb command does first: spin count (before torch) and malloc
+
+from aevb import VAE, data, train  # noqa: E402
+from aevb.evaluation import elbo_terms  # noqa: E402
 
 import torch  # noqa: E402
 

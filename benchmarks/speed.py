@@ -34,7 +34,7 @@ What is measured (details in benchmarks/README.md):
 
 Every measurement records the load average and the share of the CPUs that other
 processes used while it ran: numbers taken on a busy machine are marked as such.
-Subprocesses get GOMP_SPINCOUNT=30000 (aevb's thread default, set at import) unless
+Subprocesses get GOMP_SPINCOUNT=30000 (aevb's spin default, which the aevb command sets) unless
 OMP_WAIT_POLICY or GOMP_SPINCOUNT is set, peers included, so that the comparison is between
 the programs. The examples-style peer also gets aevb's malloc default (it imports
 aevb.data to read the files); measured, it does not slow the peer down (11,471 images/s
@@ -167,7 +167,8 @@ def median(xs):
 # ============================================================================ worker side
 def _setup(spec):
     import torch
-    import aevb  # noqa: F401  (thread default; already set by the parent)
+    import aevb.runtime  # the spin count is set by the parent (worker_env)
+    aevb.runtime.malloc_default()  # as the aevb command does at start (AEVB_MALLOC=0: not)
     if spec.get("threads"):
         torch.set_num_threads(int(spec["threads"]))
     # The first optimizer a process creates imports torch._dynamo (1-2 s): a one-time cost
@@ -211,7 +212,7 @@ def count_macs(model, shape) -> dict:
         with torch.no_grad():
             q = model.encode(torch.zeros(1, *shape))
             part[0] = "decoder"
-            model.decode(model.latent.mean(q))
+            model.decode(q.mean)
     finally:
         for h in handles:
             h.remove()
@@ -223,7 +224,7 @@ def count_macs(model, shape) -> dict:
 
 class EpochTimer:
     """Per-epoch training seconds of `aevb.train`, from its epoch callbacks, minus the time of
-    the test evaluation it runs every epoch (aevb.training.elbo_terms, wrapped while active)
+    the test evaluation it runs every epoch (aevb.training.evaluate_epoch, wrapped while active)
     and minus the callbacks' own time. `hook(timer, record)` runs after each epoch."""
 
     def __init__(self, hook=None):
@@ -232,7 +233,7 @@ class EpochTimer:
         self.train_s, self.records, self.eval_s = [], [], 0.0
 
     def __enter__(self):
-        self._orig = self.T.elbo_terms
+        self._orig = self.T.evaluate_epoch
 
         def timed(*a, **k):
             t = time.perf_counter()
@@ -241,12 +242,12 @@ class EpochTimer:
             finally:
                 self.eval_s += time.perf_counter() - t
 
-        self.T.elbo_terms = timed
+        self.T.evaluate_epoch = timed
         self.last = time.perf_counter()
         return self
 
     def __exit__(self, *exc):
-        self.T.elbo_terms = self._orig
+        self.T.evaluate_epoch = self._orig
         return False
 
     def callback(self, run, record):
@@ -480,24 +481,25 @@ def _variants(name):
         return "fp32 [library]", "bf16 autocast (precision='bf16')", None, nothing, {"precision": "bf16"}
     if name == "bernoulli":
         from aevb.distributions import BernoulliLikelihood
-        general = lambda self, out, event_ndims: Independent(Bernoulli(logits=out), event_ndims)  # noqa: E731
+        general = lambda self, out, event_ndims: Independent(  # noqa: E731
+            Bernoulli(logits=out, validate_args=False), event_ndims, validate_args=False)
         return ("Bernoulli log-likelihood as one autograd node [library]",
                 "torch.distributions Bernoulli summed by Independent", None,
                 lambda: _patched(BernoulliLikelihood, "__call__", general), {})
     if name == "kl":
-        from aevb.distributions import DiagonalGaussian
+        from aevb.distributions import DiagonalGaussian, StandardNormal
 
         def posterior(self, out):
             mu, logvar = out.chunk(2, dim=-1)
-            return Independent(Normal(mu, (0.5 * logvar).exp()), 1)
+            return Independent(Normal(mu, (0.5 * logvar).exp(), validate_args=False), 1, validate_args=False)
 
-        def prior(self, latent_dim, device=None, dtype=None):
-            zero = torch.zeros(latent_dim, device=device, dtype=dtype)
-            return Independent(Normal(zero, torch.ones_like(zero)), 1)
+        def prior(self):
+            return Independent(Normal(self.zero, torch.ones_like(self.zero), validate_args=False), 1,
+                               validate_args=False)
 
         @contextlib.contextmanager
         def normal_kl():
-            with _patched(DiagonalGaussian, "__call__", posterior), _patched(DiagonalGaussian, "prior", prior):
+            with _patched(DiagonalGaussian, "__call__", posterior), _patched(StandardNormal, "forward", prior):
                 yield
         return ("Gaussian KL from (mu, log-variance) [library]",
                 "torch.distributions Normal KL (from the standard deviations)", None, normal_kl, {})

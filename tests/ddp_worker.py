@@ -17,7 +17,7 @@ class MeanVAE(VAE):
     def objective(self, x, y=None, target=None):
         q = self.encode(x)
         rec = self.decode(q.base_dist.loc).log_prob(x)
-        kl = kl_divergence(q, self.prior(x.device, x.dtype))
+        kl = kl_divergence(q, self.prior())
         return {"loss": -(rec - kl).mean(), "elbo": rec - kl}
 
 

@@ -16,7 +16,8 @@ import aevb
 from aevb import VAE, data, train
 from aevb.models import load as load_model
 from aevb.serialization import CheckpointError, load_tensors, save_tensors
-from aevb.training import load_checkpoint, make_optimizer
+from aevb.checkpoint import load_checkpoint
+from aevb.optim import make_optimizer
 
 
 

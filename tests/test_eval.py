@@ -138,15 +138,22 @@ def test_bernoulli_pixels_match_quadrature():
 
 @pytest.mark.parametrize("likelihood,sigma", [("bernoulli", 1.0), ("gaussian", 0.7), ("gaussian", "learned")])
 def test_fast_likelihood_paths_equal_log_prob(likelihood, sigma):
+    """The likelihoods' fast log_prob, one image scored against its K decoded samples without
+    being copied (as importance sampling and the IWAE objective call it), against the plain
+    torch.distributions formula on a copy of the image for every sample."""
     model = VAE(input_shape=(1, 5, 4), latent_dim=3, hidden=[8], likelihood=likelihood, sigma=sigma).eval()
     x = torch.rand(6, 1, 5, 4)
     if likelihood == "bernoulli":
         x = torch.bernoulli(x)
     k = 4
     with torch.no_grad():
-        p = model.decode(torch.randn(6 * k, 3))
-        fast = ev._log_px_given_z(p, x, k)
-        slow = p.log_prob(x.repeat_interleave(k, 0)).view(6, k)
+        p = model.decode(torch.randn(6, k, 3))                      # batch shape (6, k)
+        fast = p.log_prob(x.unsqueeze(1))                            # x broadcast over k
+        base = p.base_dist
+        plain = (torch.distributions.Bernoulli(logits=base.logits, validate_args=False)
+                 if likelihood == "bernoulli" else torch.distributions.Normal(base.loc, base.scale))
+        slow = torch.distributions.Independent(plain, 3).log_prob(x.unsqueeze(1).expand(6, k, 1, 5, 4).clone())
+    assert fast.shape == (6, k)
     assert torch.allclose(fast, slow, atol=1e-4, rtol=1e-5)
 
 

@@ -20,7 +20,7 @@ with warnings.catch_warnings():  # newer Starlette prefers 'httpx2' and warns ab
     warnings.simplefilter("ignore")
     from starlette.testclient import TestClient
 
-from aevb import VAE, cli, uses  # noqa: E402
+from aevb import VAE, anomaly, cli  # noqa: E402
 from aevb.explore import images, validation  # noqa: E402
 from aevb.explore.adapter import RunData, load_run  # noqa: E402
 from aevb.explore.explorer import MAX_SLIDERS, Explorer  # noqa: E402
@@ -168,7 +168,7 @@ def test_no_reference_scores_give_no_percentile_rather_than_an_error(runs):
 def test_a_conditional_model_is_scored_by_the_marginal_over_classes(explorers):
     ex = explorers["cvae"]
     x = ex.x[ex.gallery[:3]]
-    want = uses.anomaly_scores(ex.model, x, samples=100)     # the library's own scoring
+    want = anomaly.anomaly_scores(ex.model, x, samples=100)     # the library's own scoring
     np.testing.assert_allclose(ex.score(x).numpy(), want.double().numpy(), rtol=1e-4)
     c = client(ex)
     info = c.get("/api/info").json()

@@ -1,5 +1,6 @@
-"""Uses of a trained density model (aevb.uses): anomaly scores and ROC-AUC, imputation of
-missing pixels, reading image files, and the `aevb score / impute / sample` commands."""
+"""Uses of a trained density model: anomaly scores and ROC-AUC (aevb.anomaly), imputation of
+missing pixels (aevb.imputation), reading image files (aevb.runs.load_images), and the
+`aevb score / impute / sample` commands."""
 from __future__ import annotations
 
 import json
@@ -10,10 +11,11 @@ import pytest
 import torch
 
 import aevb
-from aevb import data, train, uses
+from aevb import anomaly, data, imputation, train
 from aevb.cli import main
 from aevb.evaluation import log_likelihood
 from aevb.models import Autoencoder, VAE
+from aevb.runs import load_images
 
 
 
@@ -34,7 +36,7 @@ def vae(digits):
 @pytest.mark.parametrize("spec,fraction", [("top-half", 0.5), ("bottom-half", 0.5), ("left-half", 0.5),
                                            ("right-half", 0.5), ("square:4", 16 / 64), ("square:8", 1.0)])
 def test_masks(spec, fraction):
-    m = uses.make_mask(spec, (1, 8, 8), 3)
+    m = imputation.make_mask(spec, (1, 8, 8), 3)
     assert m.shape == (3, 1, 8, 8) and m.dtype == torch.bool
     assert m.float().mean().item() == pytest.approx(fraction)
     if spec == "top-half":
@@ -44,24 +46,24 @@ def test_masks(spec, fraction):
 
 
 def test_random_mask_and_errors():
-    m = uses.make_mask("random:0.3", (3, 32, 32), 50, torch.Generator().manual_seed(0))
+    m = imputation.make_mask("random:0.3", (3, 32, 32), 50, torch.Generator().manual_seed(0))
     assert abs(m.float().mean().item() - 0.3) < 0.01
     assert torch.equal(m[:, 0], m[:, 2])  # a pixel is missing in all its channels
     for bad in ("random:1.5", "square:0", "square:x", "diagonal"):
         with pytest.raises(ValueError):
-            uses.make_mask(bad, (1, 8, 8))
+            imputation.make_mask(bad, (1, 8, 8))
 
 
 # ----------------------------------------------------------------------------- imputation
 @pytest.mark.parametrize("method", ["gibbs", "mh"])
 def test_imputation_beats_the_mean_image(digits, vae, method):
     x = digits.test.x[:100]
-    mask = uses.make_mask("top-half", x.shape[1:], len(x))
-    res = uses.impute(vae, x, mask, iterations=40, method=method)
+    mask = imputation.make_mask("top-half", x.shape[1:], len(x))
+    res = imputation.impute(vae, x, mask, iterations=40, method=method)
     assert torch.equal(res.filled[~mask], x[~mask]) and torch.equal(res.last[~mask], x[~mask])
-    err = uses.missing_error(res.filled, x, mask).mean()
+    err = imputation.missing_error(res.filled, x, mask).mean()
     mean_image = digits.train.x.mean(0, keepdim=True).expand_as(x)
-    naive = uses.missing_error(torch.where(mask, mean_image, x), x, mask).mean()
+    naive = imputation.missing_error(torch.where(mask, mean_image, x), x, mask).mean()
     assert err < 0.85 * naive, (float(err), float(naive))
     if method == "mh":
         assert 0 < res.acceptance <= 1
@@ -73,10 +75,10 @@ def test_imputation_with_an_autoencoder_and_a_figure(digits, tmp_path):
     torch.manual_seed(0)
     ae = Autoencoder(digits.shape, 4, hidden=[32])
     x = digits.test.x[:6]
-    mask = uses.make_mask("square:4", x.shape[1:], len(x))
-    res = uses.impute(ae, x, mask, iterations=5)
+    mask = imputation.make_mask("square:4", x.shape[1:], len(x))
+    res = imputation.impute(ae, x, mask, iterations=5)
     assert torch.equal(res.filled[~mask], x[~mask])
-    path = uses.imputation_figure(tmp_path / "imp.png", x, mask, res.filled)
+    path = imputation.imputation_figure(tmp_path / "imp.png", x, mask, res.filled)
     assert path.exists()
 
 
@@ -85,13 +87,13 @@ def test_missing_error():
     filled = torch.ones(2, 1, 2, 2)
     mask = torch.zeros(2, 1, 2, 2, dtype=torch.bool)
     mask[:, :, 0, 0] = True
-    assert torch.equal(uses.missing_error(filled, x, mask), torch.ones(2))
+    assert torch.equal(imputation.missing_error(filled, x, mask), torch.ones(2))
 
 
 # ----------------------------------------------------------------------------- anomaly scores
 def test_scores_are_negative_log_likelihoods(digits, vae):
     x = digits.test.x[:20]
-    s = uses.anomaly_scores(vae, x, samples=50)
+    s = anomaly.anomaly_scores(vae, x, samples=50)
     assert torch.allclose(s, -log_likelihood(vae, x, samples=50, batch_size=100))
 
 
@@ -99,7 +101,7 @@ def test_conditional_model_is_scored_by_its_marginal(digits):
     torch.manual_seed(0)
     cvae = VAE(digits.shape, 3, hidden=[16], num_classes=10)
     x = digits.test.x[:5]
-    s = uses.anomaly_scores(cvae, x, samples=20)
+    s = anomaly.anomaly_scores(cvae, x, samples=20)
     per_class = torch.stack([log_likelihood(cvae, x, torch.full((5,), c), samples=20, batch_size=100)
                              for c in range(10)])
     assert torch.allclose(s, -(torch.logsumexp(per_class, 0) - math.log(10)), atol=1e-4)
@@ -109,24 +111,24 @@ def test_autoencoder_is_scored_by_reconstruction(digits):
     torch.manual_seed(0)
     ae = Autoencoder(digits.shape, 4, hidden=[16])
     x = digits.test.x[:5]
-    assert torch.allclose(uses.anomaly_scores(ae, x), -ae.decode(ae.encode(x)).log_prob(x))
+    assert torch.allclose(anomaly.anomaly_scores(ae, x), -ae.decode(ae.encode(x).mean).log_prob(x))
 
 
 def test_roc_auc():
-    assert uses.roc_auc(torch.tensor([1.0, 2.0]), torch.tensor([3.0, 4.0])) == 1.0
-    assert uses.roc_auc(torch.tensor([3.0, 4.0]), torch.tensor([1.0, 2.0])) == 0.0
-    res = uses.held_out_classes_auc(torch.tensor([1.0, 5.0, 2.0, 6.0]), torch.tensor([0, 9, 1, 9]), [9])
+    assert anomaly.roc_auc(torch.tensor([1.0, 2.0]), torch.tensor([3.0, 4.0])) == 1.0
+    assert anomaly.roc_auc(torch.tensor([3.0, 4.0]), torch.tensor([1.0, 2.0])) == 0.0
+    res = anomaly.held_out_classes_auc(torch.tensor([1.0, 5.0, 2.0, 6.0]), torch.tensor([0, 9, 1, 9]), [9])
     assert res["auc"] == 1.0 and res["n_anomalous"] == 2 and res["n_normal"] == 2
     with pytest.raises(ValueError):
-        uses.held_out_classes_auc(torch.ones(3), torch.tensor([1, 1, 1]), [9])
+        anomaly.held_out_classes_auc(torch.ones(3), torch.tensor([1, 1, 1]), [9])
 
 
 def test_pixel_background_is_a_distribution():
-    bg = uses.PixelBackground.fit(torch.tensor([[[[0.0]]], [[[1.0]]], [[[1.0]]]]))
+    bg = anomaly.PixelBackground.fit(torch.tensor([[[[0.0]]], [[[1.0]]], [[[1.0]]]]))
     assert bg.binary
     both = bg.log_prob(torch.tensor([[[[0.0]]], [[[1.0]]]])).exp()
     assert torch.allclose(both, torch.tensor([1 / 3, 2 / 3]))
-    gray = uses.PixelBackground.fit(torch.rand(50, 1, 2, 1))
+    gray = anomaly.PixelBackground.fit(torch.rand(50, 1, 2, 1))
     assert not gray.binary
     levels = torch.arange(256.0) / 255
     x = torch.stack([levels, torch.zeros(256)], 1).view(256, 1, 2, 1)   # pixel 2 fixed
@@ -136,16 +138,16 @@ def test_pixel_background_is_a_distribution():
 
 def test_likelihood_ratio_scores(digits, vae):
     x = digits.test.x[:10]
-    s = uses.anomaly_scores(vae, x, samples=5)
-    bg = uses.PixelBackground.fit(digits.train.x)
-    assert torch.allclose(uses.likelihood_ratio_scores(s, x, bg), s + bg.log_prob(x))
+    s = anomaly.anomaly_scores(vae, x, samples=5)
+    bg = anomaly.PixelBackground.fit(digits.train.x)
+    assert torch.allclose(anomaly.likelihood_ratio_scores(s, x, bg), s + bg.log_prob(x))
 
 
 def test_inverted_digits_are_anomalous(digits, vae):
     x = digits.test.x[:150]
-    normal = uses.anomaly_scores(vae, x[:75], samples=20)
-    inverted = uses.anomaly_scores(vae, 1 - x[75:], samples=20)
-    assert uses.roc_auc(normal, inverted) > 0.95
+    normal = anomaly.anomaly_scores(vae, x[:75], samples=20)
+    inverted = anomaly.anomaly_scores(vae, 1 - x[75:], samples=20)
+    assert anomaly.roc_auc(normal, inverted) > 0.95
 
 
 def test_keep_classes(digits):
@@ -187,23 +189,23 @@ def write_idx(path, arr: np.ndarray):
 def test_load_images_from_files(tmp_path):
     imgs = (np.random.default_rng(0).random((7, 8, 8)) * 255).astype(np.uint8)
     np.savez(tmp_path / "a.npz", x_test=imgs, y_test=np.arange(7))
-    s = uses.load_images(str(tmp_path / "a.npz"))
+    s = load_images(str(tmp_path / "a.npz"))
     assert s.x.shape == (7, 1, 8, 8) and s.x.max() <= 1 and torch.equal(s.y, torch.arange(7))
     write_idx(tmp_path / "t-images-idx3-ubyte", imgs)
     write_idx(tmp_path / "t-labels-idx1-ubyte", np.arange(7))
-    s2 = uses.load_images(str(tmp_path / "t-images-idx3-ubyte"), limit=5)
+    s2 = load_images(str(tmp_path / "t-images-idx3-ubyte"), limit=5)
     # a fixed random choice of 5, kept in order (labels here are the image indices)
     assert len(s2.y) == 5 and torch.equal(s2.y, s2.y.sort().values) and torch.allclose(s2.x, s.x[s2.y])
-    assert torch.equal(uses.load_images(str(tmp_path / "t-images-idx3-ubyte"), limit=5).y, s2.y)
+    assert torch.equal(load_images(str(tmp_path / "t-images-idx3-ubyte"), limit=5).y, s2.y)
     cfg = type("Cfg", (), {"binarize": "dynamic"})()
-    b = uses.load_images(str(tmp_path / "a.npz"), cfg)
+    b = load_images(str(tmp_path / "a.npz"), cfg)
     assert set(b.x.unique().tolist()) <= {0.0, 1.0}
     with pytest.raises(data.DataError):
-        uses.load_images(str(tmp_path / "missing.npz"))
+        load_images(str(tmp_path / "missing.npz"))
 
 
 def test_shape_mismatch_is_refused(vae, digits):
-    for estimate in (lambda x: uses.anomaly_scores(vae, x), lambda x: vae.log_likelihood(x, samples=3),
+    for estimate in (lambda x: anomaly.anomaly_scores(vae, x), lambda x: vae.log_likelihood(x, samples=3),
                      lambda x: aevb.evaluation.elbo_terms(vae, data.Split(x))):
         with pytest.raises(data.DataError, match=r"have shape \(1, 28, 28\) but the model expects \(1, 8, 8\)"):
             estimate(torch.rand(2, 1, 28, 28))

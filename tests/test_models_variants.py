@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from aevb import config as config_mod
-from aevb import data, train
+from aevb import data, runs, train
 from aevb.models import MODELS, Autoencoder, VAE, load
 from aevb.samplers import per_class_grid, samples_per_class
 
@@ -179,7 +179,7 @@ def test_configs_build_their_models(name):
     cfg = config_mod.make_config(ROOT / "configs" / f"{name}.yaml")
     shape = (3, 32, 32) if "cifar" in name else (1, 28, 28)
     ds = type("DS", (), {"shape": shape, "num_classes": 10})()
-    model = config_mod.build_model(cfg, ds)
+    model = runs.build_model(cfg, ds)
     assert type(model) is MODELS[cfg.model]
     for key in ("latent_family", "objective", "iwae_k", "beta", "net", "likelihood"):
         if key in model.config:

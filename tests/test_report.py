@@ -10,8 +10,7 @@ from pathlib import Path
 import matplotlib.image as mpimg
 import pytest
 
-from aevb import cli, report
-from aevb import config as config_mod
+from aevb import cli, report, sweep
 
 CHROMIUM = Path("/usr/bin/chromium")
 SECTIONS = ('id="numbers"', 'id="curves"', 'id="figures"', 'id="config"', 'id="fig-samples"',
@@ -143,7 +142,7 @@ def test_sweep_refuses_bad_requests(tmp_path, capsys):
 
 def test_a_signal_stops_a_sweep_with_its_exit_status_and_the_same_command_goes_on(tmp_path, capsys,
                                                                                  monkeypatch):
-    real, calls = config_mod.train_config, []
+    real, calls = sweep.train_config, []
 
     def stopped_second_run(cfg, **kw):  # as if SIGTERM arrived during the second run
         run, ds = real(cfg, **kw)
@@ -152,12 +151,12 @@ def test_a_signal_stops_a_sweep_with_its_exit_status_and_the_same_command_goes_o
             run.stopped = "SIGTERM"
         return run, ds
 
-    monkeypatch.setattr(config_mod, "train_config", stopped_second_run)
+    monkeypatch.setattr(sweep, "train_config", stopped_second_run)
     args = ["sweep", "--latent", "2,3,4", "--dataset", "digits", "--epochs", "1", "--set", "hidden=8",
             "--out", str(tmp_path), "--no-progress"]
     assert cli.main(args) == 143
     assert "stopped by SIGTERM; run the same command again" in capsys.readouterr().out
     assert calls == [2, 3] and not (tmp_path / "sweep.json").exists()
-    monkeypatch.setattr(config_mod, "train_config", real)
+    monkeypatch.setattr(sweep, "train_config", real)
     assert cli.main(args) == 0
     assert json.loads((tmp_path / "sweep.json").read_text())["values"] == [2, 3, 4]

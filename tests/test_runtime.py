@@ -1,4 +1,6 @@
-"""The process-wide defaults of aevb.runtime: applied by default, and the user's choice wins."""
+"""The speed settings of aevb.runtime: applied by the `aevb` command (spin count, malloc) and
+for the duration of aevb's own work (threads, `tuned`), never on import; the user's choice
+wins, and AEVB_NO_TUNING=1 turns them off."""
 import os
 import subprocess
 import sys
@@ -13,7 +15,8 @@ GLIBC = sys.platform.startswith("linux") and os.confstr("CS_GNU_LIBC_VERSION") i
 
 
 def _fresh(code: str, **env) -> str:
-    """Run `code` in a fresh interpreter (the defaults act at import) with `env` added."""
+    """Run `code` in a fresh interpreter (the spin count acts only before torch loads) with
+    `env` added."""
     clean = {k: v for k, v in os.environ.items()
              if k not in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT", "AEVB_MALLOC", "AEVB_THREADS",
                           "MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_")}
@@ -22,11 +25,18 @@ def _fresh(code: str, **env) -> str:
     return out.stdout.strip()
 
 
-def test_thread_default_is_set_unless_the_user_chose():
-    show = "import aevb, os; print(os.environ.get('GOMP_SPINCOUNT'))"
+def test_spin_default_is_set_by_the_command_unless_the_user_chose():
+    show = "import aevb.runtime as r, os; r.prepare_process(); print(os.environ.get('GOMP_SPINCOUNT'))"
     assert _fresh(show) == runtime.SPINCOUNT
     assert _fresh(show, GOMP_SPINCOUNT="5") == "5"
     assert _fresh(show, OMP_WAIT_POLICY="PASSIVE") == "None"
+    assert _fresh(show, AEVB_NO_TUNING="1") == "None"
+    # once torch is loaded, libgomp has read its variables: setting it would do nothing
+    assert _fresh("import torch\n" + show) == "None"
+    # the command applies it before anything imports torch
+    command = ("import aevb.__main__ as m, os, sys; m.main(['datasets'])\n"
+               "print(os.environ.get('GOMP_SPINCOUNT'), 'torch' in sys.modules)")
+    assert _fresh(command).splitlines()[-1] == f"{runtime.SPINCOUNT} True"
 
 
 @pytest.mark.skipif(not GLIBC, reason="the malloc default is for glibc only")
@@ -46,7 +56,8 @@ def test_freed_buffers_stay_in_the_process():
     """The point of the malloc default: a loop that, like a training step, allocates several
     buffers and frees them together faults its pages in once, not on every iteration."""
     code = """
-        import aevb, resource, torch
+        import aevb.runtime; aevb.runtime.malloc_default()  # as the aevb command does at start
+        import resource, torch
         def step():  # 8 buffers of 1 MiB, used, then all freed
             bufs = [torch.empty(1 << 18).fill_(1) for _ in range(8)]
             del bufs
@@ -67,10 +78,10 @@ def test_freed_buffers_stay_in_the_process():
 @pytest.fixture
 def threads():
     """Leave PyTorch's thread count and aevb's thread policy as they were."""
-    before = torch.get_num_threads()
+    before, policy = torch.get_num_threads(), (runtime._POLICY, runtime._GOVERNOR)
     yield before
     torch.set_num_threads(before)
-    runtime.set_threads("auto")
+    runtime._POLICY, runtime._GOVERNOR = policy
 
 
 class Load:
@@ -132,9 +143,45 @@ def test_fixed_threads_are_never_changed(threads):
             runtime.set_threads(bad)
 
 
-def test_threads_from_the_environment():
-    show = "import aevb, torch; print(torch.get_num_threads(), aevb.runtime.adapt_threads())"
-    assert _fresh(show, AEVB_THREADS="1") == "1 None"
+def test_threads_from_the_environment_for_aevbs_own_work():
+    show = """
+        import aevb, torch
+        before = torch.get_num_threads()
+        with aevb.runtime.tuned():
+            print(torch.get_num_threads(), aevb.runtime.adapt_threads())
+        print(torch.get_num_threads() == before, aevb.runtime.adapt_threads())
+    """
+    assert _fresh(show, AEVB_THREADS="1").splitlines() == ["1 None", "True None"]
     with pytest.raises(subprocess.CalledProcessError) as e:
         _fresh(show, AEVB_THREADS="many")
     assert "AEVB_THREADS must be 'auto' or a positive number of threads, got 'many'" in e.value.stderr
+    # the command: a one-line error, exit status 2
+    out = subprocess.run([sys.executable, "-m", "aevb", "datasets"], capture_output=True, text=True,
+                         env={**os.environ, "AEVB_THREADS": "many"}, timeout=120)
+    assert out.returncode == 2 and "Traceback" not in out.stderr
+    assert "AEVB_THREADS must be 'auto' or a positive number of threads" in out.stderr
+
+
+def test_tuned_restores_the_thread_count_and_policy(threads):
+    torch.set_num_threads(2)
+    with runtime.tuned(1):
+        assert torch.get_num_threads() == 1 and runtime.adapt_threads() is None
+        with runtime.tuned():  # nested: keeps the enclosing policy
+            assert torch.get_num_threads() == 1
+    assert torch.get_num_threads() == 2 and runtime.adapt_threads() is None
+    with runtime.tuned():  # auto: aevb's loops adapt the count inside, and only there
+        assert runtime.adapt_threads() is not None
+    assert runtime.adapt_threads() is None and torch.get_num_threads() == 2
+    with runtime.tuned(enabled=False):
+        assert runtime.adapt_threads() is None
+
+
+def test_train_leaves_the_thread_count_as_it_was(threads):
+    from aevb import VAE, data, train
+    ds = data.load("digits", limit=200)
+    torch.set_num_threads(2)
+    model = VAE(ds.shape, 2, hidden=[8])
+    seen = []
+    train(model, ds, epochs=1, threads=1, progress=False, tensorboard=False,
+          callbacks=[lambda run, record: seen.append(torch.get_num_threads())])
+    assert seen == [1] and torch.get_num_threads() == 2

@@ -56,9 +56,11 @@ def test_title_extent_lies_inside_the_saved_figure(monkeypatch, tmp_path):
     real_save = plots._save
 
     def check(fig, path):
+        from matplotlib.backends.backend_agg import FigureCanvasAgg
         fig.tight_layout()
-        fig.canvas.draw()
-        r = fig.canvas.get_renderer()
+        canvas = FigureCanvasAgg(fig)
+        canvas.draw()
+        r = canvas.get_renderer()
         box = fig.get_tightbbox(r).padded(0.1)  # inches: what bbox_inches="tight", pad 0.1 saves
         boxes.append((box.height * 100, box.width * 100))  # pixels at dpi 100
         texts = [t for ax in fig.axes for t in (ax.title, *ax.get_yticklabels())] + \
@@ -169,17 +171,17 @@ def test_cli_sample_and_plot_per_class_agree(tmp_path, captured):
 def test_temperature_scales_the_prior(digits):
     model = VAE.mlp(digits.shape, latent_dim=3, hidden=(8,)).eval()
     torch.manual_seed(5)
-    z1 = model.sample_codes(4000)
+    z1 = model.sample_latents(4000)
     torch.manual_seed(5)
-    z_half = model.sample_codes(4000, temperature=0.5)
+    z_half = model.sample_latents(4000, temperature=0.5)
     assert torch.allclose(z_half, 0.5 * z1)  # z = T eps for the standard normal prior
     assert abs(z_half.std().item() - 0.5) < 0.03
     torch.manual_seed(5)
     cold = model.sample(8, temperature=0.5)
     torch.manual_seed(5)
-    assert torch.allclose(cold, model.decode(0.5 * model.sample_codes(8)).mean)
+    assert torch.allclose(cold, model.decode(0.5 * model.sample_latents(8)).mean)
     binary = VAE.mlp(digits.shape, latent_dim=4, hidden=(8,), latent_family="bernoulli")
-    assert set(binary.sample_codes(10).unique().tolist()) <= {0.0, 1.0}
+    assert set(binary.sample_latents(10).unique().tolist()) <= {0.0, 1.0}
     with pytest.raises(ValueError, match="temperature"):
         binary.sample(4, temperature=0.5)
 
@@ -190,7 +192,7 @@ def test_temperature_of_the_autoencoder_and_the_mixture(digits):
     train(ae, digits, epochs=2, progress=False, tensorboard=False)
     d = ae.code_distribution()
     torch.manual_seed(1)
-    z = ae.sample_codes(20000, temperature=0.5)
+    z = ae.sample_latents(20000, temperature=0.5)
     assert torch.allclose(z.mean(0), d.mean, atol=0.05 * d.stddev.max().item())
     assert torch.allclose(z.std(0), 0.5 * d.stddev, rtol=0.05)
     gmm = samplers.GMMSampler.fit(ae, digits.train, 3)

@@ -1,5 +1,16 @@
+"""`python -m aevb` and the `aevb` command: a process that is all aevb's. Before anything
+imports torch it applies the process-wide speed settings (`aevb.runtime.prepare_process`:
+the OpenMP spin count, which libgomp reads only when torch loads, and glibc's malloc
+thresholds; AEVB_NO_TUNING=1 skips them), then runs the command line."""
 import sys
 
-from .cli import main
 
-sys.exit(main())
+def main(argv=None) -> int:
+    from . import runtime
+    runtime.prepare_process()
+    from .cli import main as cli_main
+    return cli_main(argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -77,8 +77,9 @@ def cmd_train(args) -> int:
     cfg.out = cfg.out or str(Path("runs") / name)
     if not args.quiet:
         print(_data_line(cfg), flush=True)
-    run, ds = config_mod.train_config(cfg, progress=_progress_mode(args), overwrite=args.overwrite,
-                                      resume=args.resume)
+    from .runs import train_config
+    run, ds = train_config(cfg, progress=_progress_mode(args), overwrite=args.overwrite,
+                           resume=args.resume)
     if run.stopped:
         print(f"stopped by {run.stopped}; checkpoint saved. Continue with: aevb train --resume --out {cfg.out}")
         return 128 + signal.Signals[run.stopped]  # the shell's convention: 130 SIGINT, 143 SIGTERM
@@ -187,11 +188,11 @@ def _sample_special(args, model) -> int:
     """`aevb sample --per-class N` (conditional models) and `--gmm K` (codes from a mixture):
     the figure of `aevb plot samples`, decoder means and most probable values, one row per
     class (labelled) for a conditional model."""
-    from . import plots, uses
+    from . import plots, runs
     from .data import class_names
-    cfg = uses.run_config(args.run)
+    cfg = runs.run_config(args.run)
     sampler = _gmm(args.run, cfg, model, args.gmm, args.seed, save=True) if args.gmm else None
-    if args.per_class and not getattr(model, "num_classes", 0):
+    if args.per_class and not model.num_classes:
         raise config_mod.ConfigError("--per-class needs a conditional model (trained with conditional: true)")
     try:
         print(plots.samples(model, args.output, args.n, args.seed, temperature=args.temperature,
@@ -205,12 +206,12 @@ def _sample_special(args, model) -> int:
 def _gmm(run, cfg, model, k: int, seed: int, save: bool = False):
     """A K-component Gaussian mixture fitted to the codes of the run's training images
     (binarized as the run's were); saved as RUN/gmm-K.* with `save`."""
-    from . import samplers, uses
+    from . import runs, samplers
     if cfg is None:
         raise config_mod.ConfigError(f"--gmm: {run} has no run config.json naming its dataset; "
                                      "pass a run directory")
     try:
-        sampler = samplers.GMMSampler.fit(model, uses.run_images(cfg, "train"), k, seed=seed)
+        sampler = samplers.GMMSampler.fit(model, runs.run_images(cfg, "train"), k, seed=seed)
     except ValueError as e:  # more components than codes
         raise config_mod.ConfigError(f"--gmm: {e}") from None
     if save and Path(run).is_dir():
@@ -230,15 +231,16 @@ def _images_arguments(p, default_out: str) -> None:
 
 
 def _run_images(args):
-    from . import uses
+    from . import runs
     from .models import load
+    from .models.base import check_shape
     model = load(args.run)
-    cfg = uses.run_config(args.run)
+    cfg = runs.run_config(args.run)
     spec = args.images or (cfg.dataset if cfg else None)
     if spec is None:
         raise config_mod.ConfigError(f"{args.run} has no run config naming its dataset; pass IMAGES")
-    split = uses.load_images(spec, cfg, args.split, args.data_dir, args.limit)
-    uses.check_shape(model, split.x, f"images of {spec}")
+    split = runs.load_images(spec, cfg, args.split, args.data_dir, args.limit)
+    check_shape(model, split.x, f"images of {spec}")
     return model, cfg, spec, split
 
 
@@ -261,16 +263,16 @@ def _score_arguments(p):
 def cmd_score(args) -> int:
     import numpy as np
 
-    from . import uses
+    from . import anomaly, runs
     model, cfg, spec, split = _run_images(args)
-    scores = uses.anomaly_scores(model, split.x, samples=args.samples, seed=args.seed)
+    scores = anomaly.anomaly_scores(model, split.x, samples=args.samples, seed=args.seed)
     background = None
     if args.ratio:
         if cfg is None:
             raise config_mod.ConfigError("--ratio needs the run's training images: pass a run directory")
-        background = uses.PixelBackground.fit(uses.run_images(cfg, "train").x)
-        scores = uses.likelihood_ratio_scores(scores, split.x, background)
-    name = "-log p(x)" if hasattr(model, "prior") else "-log p(x|enc(x))"
+        background = anomaly.PixelBackground.fit(runs.run_images(cfg, "train").x)
+        scores = anomaly.likelihood_ratio_scores(scores, split.x, background)
+    name = anomaly.score_name(model)
     out = {"images": spec, "split": args.split, "n": len(scores), "samples": args.samples,
            "score": f"{name} + log p_background(x) (nats)" if args.ratio else f"{name} (nats)",
            "mean_score": float(scores.mean()), "median_score": float(scores.median())}
@@ -279,7 +281,7 @@ def cmd_score(args) -> int:
             raise config_mod.ConfigError(f"--anomaly-classes: the images of {spec} have no labels")
         classes = args.anomaly_classes
         try:
-            out.update(anomaly_classes=classes, **uses.held_out_classes_auc(scores, split.y, classes))
+            out.update(anomaly_classes=classes, **anomaly.held_out_classes_auc(scores, split.y, classes))
         except ValueError as e:
             raise config_mod.ConfigError(f"--anomaly-classes: {e} (--limit keeps a random choice of images)") from None
     reference = args.reference
@@ -287,14 +289,14 @@ def cmd_score(args) -> int:
         reference = cfg.dataset
     if reference and reference != "none":
         own = cfg is not None and reference == cfg.dataset  # the run's own images: its classes
-        ref = uses.load_images(reference, cfg, "test", args.data_dir if args.images is None else None,
+        ref = runs.load_images(reference, cfg, "test", args.data_dir if args.images is None else None,
                                args.limit, classes=cfg.classes if own else None)
-        ref_scores = uses.anomaly_scores(model, ref.x, samples=args.samples, seed=args.seed)
+        ref_scores = anomaly.anomaly_scores(model, ref.x, samples=args.samples, seed=args.seed)
         if background is not None:
-            ref_scores = uses.likelihood_ratio_scores(ref_scores, ref.x, background)
+            ref_scores = anomaly.likelihood_ratio_scores(ref_scores, ref.x, background)
         out.update(reference=reference, n_reference=len(ref_scores),
                    mean_score_reference=float(ref_scores.mean()),
-                   auc=uses.roc_auc(ref_scores, scores))
+                   auc=anomaly.roc_auc(ref_scores, scores))
     labels = split.y.numpy() if split.y is not None else np.full(len(scores), -1)
     Path(args.output).parent.mkdir(parents=True, exist_ok=True)
     np.savetxt(args.output, np.stack([np.arange(len(scores)), labels, scores.numpy()], 1),
@@ -319,29 +321,29 @@ def _impute_arguments(p):
 def cmd_impute(args) -> int:
     import torch
 
-    from . import uses
+    from . import imputation, runs
     model, cfg, spec, split = _run_images(args)
     x = split.x[:args.n]
     y = None if split.y is None else split.y[:args.n]
     try:
-        mask = uses.make_mask(args.mask, x.shape[1:], len(x), torch.Generator().manual_seed(args.seed))
+        mask = imputation.make_mask(args.mask, x.shape[1:], len(x), torch.Generator().manual_seed(args.seed))
     except ValueError as e:
         raise config_mod.ConfigError(str(e)) from None
-    res = uses.impute(model, x, mask, y if getattr(model, "num_classes", 0) else None,
+    res = imputation.impute(model, x, mask, y if model.num_classes else None,
                       args.iterations, args.method, seed=args.seed)
-    err = uses.missing_error(res.filled, x, mask)
+    err = imputation.missing_error(res.filled, x, mask)
     out = {"images": spec, "n": len(x), "mask": args.mask, "method": args.method,
            "iterations": args.iterations, "mse_missing": float(err.mean()),
            "mse_missing_se": float(err.std() / len(err) ** 0.5) if len(err) > 1 else None}
     if cfg is not None:
-        mean_image = uses.run_images(cfg, "train").x.mean(0, keepdim=True)
+        mean_image = runs.run_images(cfg, "train").x.mean(0, keepdim=True)
         if mean_image.shape[1:] == x.shape[1:]:
             naive = torch.where(mask, mean_image.expand_as(x), x)
-            out["mse_missing_mean_image"] = float(uses.missing_error(naive, x, mask).mean())
+            out["mse_missing_mean_image"] = float(imputation.missing_error(naive, x, mask).mean())
     if res.acceptance is not None:
         out["acceptance"] = res.acceptance
     k = min(args.show, len(x))
-    out["figure"] = str(uses.imputation_figure(args.output, x[:k], mask[:k], res.filled[:k]))
+    out["figure"] = str(imputation.imputation_figure(args.output, x[:k], mask[:k], res.filled[:k]))
     print(json.dumps(out))
     return 0
 
@@ -385,10 +387,10 @@ def cmd_eval(args) -> int:
 
     from tqdm.auto import tqdm
 
-    from . import __version__, evaluation, report
+    from . import __version__, evaluation, runs
     from .data import eval_binarization
-    run = report.open_run(args.run)
-    ds = report.run_dataset(run.config, args.data_dir)
+    run = runs.open_run(args.run)
+    ds = runs.run_dataset(run.config, args.data_dir)
     n = len(ds.test) if args.limit is None else min(args.limit, len(ds.test))
     bar = tqdm(total=n, disable=args.no_progress or not args.nll_samples, unit="image",
                desc=f"log p(x), K={args.nll_samples}", dynamic_ncols=True, mininterval=1.0)
@@ -409,7 +411,8 @@ def cmd_eval(args) -> int:
     out.write_text(json.dumps(res, indent=2) + "\n")
     print(evaluation.format_table(res))
     print(f"written to {out}")
-    if out.resolve() == (run.dir / "eval.json").resolve() and report.refresh_report(run.dir):
+    from .report import refresh_report
+    if out.resolve() == (run.dir / "eval.json").resolve() and refresh_report(run.dir):
         print(f"report updated: {run.dir / 'report.html'}")
     return 0
 
@@ -452,17 +455,17 @@ def _plot_arguments(p):
 
 @command("plot", "draw one figure of a trained model into a PNG")
 def cmd_plot(args) -> int:
-    from . import plots, report
+    from . import plots, runs
     from .evaluation import NotApplicable
     if args.kind == "latent-sweep":
         from .sweep import plot_sweep
         print(plot_sweep(args.run, args.output, **({} if args.n is None else {"n": args.n}), seed=args.seed))
         return 0
-    run = report.open_run(args.run)
+    run = runs.open_run(args.run)
     ds = None
     if args.kind in ("recon", "latent", "interpolate", "denoise") or (
             args.kind == "manifold" and args.dims is None and "dataset" in run.config):
-        ds = report.run_dataset(run.config, args.data_dir)  # manifold: its most active dims
+        ds = runs.run_dataset(run.config, args.data_dir)  # manifold: its most active dims
     out = Path(args.output) if args.output else run.dir / "figures" / f"{args.kind}.png"
     try:
         print(plots.make(args.kind, run.model, ds, out, history=run.history, n=args.n, dims=args.dims,
@@ -478,8 +481,8 @@ def cmd_plot(args) -> int:
 def _plot_gmm(args, model):
     if not args.gmm:
         return None
-    from . import uses
-    return _gmm(args.run, uses.run_config(args.run), model, args.gmm, args.seed)
+    from . import runs
+    return _gmm(args.run, runs.run_config(args.run), model, args.gmm, args.seed)
 
 
 def _class_names(config: dict):
@@ -614,13 +617,27 @@ def _unknown(p, command: str, extras: list[str]):
 
 def _user_errors() -> tuple:
     """The errors a user fixes (one line, exit 2); imported only when one is raised."""
+    from .checkpoint import TrainingError
     from .data import DataError
     from .serialization import CheckpointError
-    from .training import TrainingError
     return config_mod.ConfigError, DataError, CheckpointError, TrainingError
 
 
+def _tuned():
+    """`runtime.tuned()`, a bad AEVB_THREADS refused as a config error."""
+    import os
+
+    from . import runtime
+    try:
+        runtime.parse_threads(os.environ.get("AEVB_THREADS", "auto"), "AEVB_THREADS")
+    except ValueError as e:
+        raise config_mod.ConfigError(str(e)) from None
+    return runtime.tuned()
+
+
 def main(argv=None) -> int:
+    """Run one command; aevb's thread settings apply for its duration (`runtime.tuned`).
+    Every error the user can fix is one line on stderr and exit status 2."""
     import warnings
     p = parser()
     args, extras = p.parse_known_args(argv)
@@ -634,7 +651,8 @@ def main(argv=None) -> int:
 
 def _run(args) -> int:
     try:
-        return COMMANDS[args.command][0](args)
+        with _tuned():
+            return COMMANDS[args.command][0](args)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130

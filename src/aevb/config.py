@@ -44,7 +44,9 @@ class Config:
     beta: float = 1.0                 # KL weight
     kl: str = "analytic"              # KL term computed in closed form, or by sampling (mc)
     conditional: bool = False         # condition encoder and decoder on the label (CVAE)
-    latent_family: str = "gaussian"   # gaussian (reparameterized) or bernoulli (binary codes, prior Bernoulli(1/2))
+    latent_family: str = "gaussian"   # gaussian (reparameterized) or bernoulli (binary codes)
+    prior: str | None = None          # p(z), a name in aevb.distributions.PRIORS; unset: the latent family's (standard normal, Bernoulli(1/2))
+    prior_components: int = 10        # components of a mixture prior (prior: mog)
     estimator: str = "reinforce"      # bernoulli latent: score function (reinforce) or straight-through gumbel
     baseline: str = "learned"         # reinforce: none, mean (moving average) or learned (+ an MLP of x)
     gumbel_temperature: float = 0.5   # estimator gumbel: temperature of the straight-through relaxation
@@ -282,7 +284,7 @@ def _check(cfg: Config) -> None:
     if not all(h >= 1 for h in cfg.hidden):
         raise ConfigError(f"config key 'hidden': layer sizes must be >= 1, got {cfg.hidden!r}")
     from . import distributed, runtime
-    from .training import OPTIMIZERS, PRECISIONS
+    from .optim import OPTIMIZERS, PRECISIONS
     if cfg.precision not in PRECISIONS:
         raise ConfigError(f"config key 'precision': expected fp32, bf16 or fp16, got {cfg.precision!r}")
     try:
@@ -298,55 +300,3 @@ def _check(cfg: Config) -> None:
     if cfg.optimizer not in OPTIMIZERS:
         raise ConfigError(f"config key 'optimizer': unknown optimizer {cfg.optimizer!r}; choose one "
                           f"of {', '.join(OPTIMIZERS)}")
-
-
-def model_kwargs(cls, cfg: Config, **given) -> dict:
-    """The constructor arguments of model class `cls` that the config provides."""
-    params = inspect.signature(cls.__init__).parameters
-    values = {**cfg.to_dict(), **given}
-    return {k: values[k] for k in params if k in values and k != "self"}
-
-
-def load_dataset(cfg: Config):
-    """The dataset a config names."""
-    from . import data
-    kw = {k: getattr(cfg, k) for k in ("image_size", "channels") if getattr(cfg, k) is not None}
-    try:
-        return data.load(cfg.dataset, binarize=cfg.binarize, data_dir=cfg.data_dir, limit=cfg.limit,
-                         classes=cfg.classes, **kw)
-    except data.DataError:
-        raise
-    except ValueError as e:  # a setting the dataset does not take (e.g. image_size for digits)
-        raise ConfigError(str(e)) from None
-
-
-def build_model(cfg: Config, dataset):
-    """A fresh model for `dataset` as the config describes it (seeded by cfg.seed)."""
-    import torch
-
-    from .models import MODELS
-    if cfg.model not in MODELS:
-        raise ConfigError(f"config key 'model': unknown model {cfg.model!r}; choose one of {sorted(MODELS)}")
-    if cfg.conditional and not dataset.num_classes:
-        raise ConfigError(f"conditional: true needs labels, and dataset {cfg.dataset!r} has none")
-    cls = MODELS[cfg.model]
-    torch.manual_seed(cfg.seed)
-    try:
-        return cls(**model_kwargs(cls, cfg, input_shape=dataset.shape,
-                                  num_classes=dataset.num_classes if cfg.conditional else 0))
-    except ValueError as e:
-        raise ConfigError(str(e)) from None
-    except (RuntimeError, MemoryError) as e:  # sizes too large to allocate, or impossible
-        raise ConfigError(f"cannot build the model this config describes ({' '.join(str(e).split())})") from None
-
-
-def train_config(cfg: Config, progress: bool = True, overwrite: bool = False, resume: bool = False):
-    """Train the run a config describes (dataset, model, trainer settings) -> (Run, dataset)."""
-    from .training import train
-    advise(cfg)
-    ds = load_dataset(cfg)
-    model = build_model(cfg, ds)
-    params = {k for k, p in inspect.signature(train).parameters.items() if p.kind == p.KEYWORD_ONLY}
-    kw = {k: v for k, v in cfg.to_dict().items() if k in params and k not in ("out", "config")}
-    return train(model, ds, out=cfg.out, resume=resume, overwrite=overwrite, config=cfg.to_dict(),
-                 progress=progress, **kw), ds

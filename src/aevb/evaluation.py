@@ -27,19 +27,14 @@ import time
 import torch
 import torch.nn.functional as F
 from torch import Tensor
-from torch.distributions import Independent, Normal
 
-from .data import subset
-from .distributions import BernoulliImage, bernoulli_log_prob, bits_per_dim
+from .data import salt_and_pepper, subset
+from .distributions import bits_per_dim
 from .models.base import check_shape
-from .objectives import iwae_bound, log_weights
-from .runtime import adapt_threads
+from .objectives import DEFAULT_ROWS, iwae_bound, log_px_estimate, log_weights, objective_terms
+from .runtime import adapt_threads, tuned
 
 ACTIVE_THRESHOLD = 0.01
-#: latent vectors per decoder call while importance sampling: small enough that the decoder's
-#: activations stay in cache and are recycled by the allocator (no fresh pages per call),
-#: large enough that the matrix products run at full speed
-DEFAULT_ROWS = 2000
 
 
 class NotApplicable(ValueError):
@@ -56,8 +51,13 @@ def _labels(split, s):
     return None if split.y is None else split.y[s]
 
 
+def _needs_density(model, what: str) -> None:
+    if not model.has_density:
+        raise NotApplicable(f"the model has no prior p(z) and its encoder gives no distribution "
+                            f"q(z|x) (a deterministic autoencoder): {what} needs both")
+
+
 # ----------------------------------------------------------------------------- ELBO
-@torch.no_grad()
 def elbo_terms(model, split, batch_size: int = 1000, seed: int = 0) -> dict[str, float]:
     """Mean over `split` of each per-example term of the model's objective (e.g. elbo, rec,
     kl), with the sampling noise drawn from `seed` so that repeated evaluations agree. The
@@ -65,26 +65,14 @@ def elbo_terms(model, split, batch_size: int = 1000, seed: int = 0) -> dict[str,
     return {k: v["mean"] for k, v in elbo_stats(model, split, batch_size, seed).items()}
 
 
-@torch.no_grad()
 def elbo_stats(model, split, batch_size: int = 1000, seed: int = 0) -> dict[str, dict]:
     """Per term of the model's objective (elbo, rec = E_q log p(x|z), kl, ...): its mean over
     `split` and the standard error of that mean, {"elbo": {"mean": m, "stderr": s}, ...}, in
     nats per example. One sample z ~ q(z|x) per image, drawn from `seed` (the global RNG is
     left as it was), the same estimate as the trainer's test_elbo."""
     check_shape(model, split.x)
-    was_training = model.training
-    model.eval()
-    parts: dict[str, list[Tensor]] = {}
-    try:
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)
-            for s in _batches(len(split), batch_size):
-                for k, v in model.objective(split.x[s], _labels(split, s)).items():
-                    if k != "loss" and torch.is_tensor(v) and v.dim() == 1:
-                        parts.setdefault(k, []).append(v.detach().double())
-    finally:
-        model.train(was_training)
-    return {k: _mean_stderr(torch.cat(v)) for k, v in parts.items()}
+    terms = objective_terms(model, split.x, split.y, batch_size, seed)
+    return {k: _mean_stderr(v) for k, v in terms.items()}
 
 
 def _mean_stderr(v: Tensor) -> dict:
@@ -94,7 +82,6 @@ def _mean_stderr(v: Tensor) -> dict:
 
 
 # ----------------------------------------------------------------------------- log p(x)
-@torch.inference_mode()
 def importance_sampling(model, x: Tensor, y: Tensor | None = None, samples: int = 5000, *,
                         rows: int = DEFAULT_ROWS, batch_size: int | None = None, seed: int = 0,
                         progress=None) -> dict[str, Tensor]:
@@ -105,45 +92,21 @@ def importance_sampling(model, x: Tensor, y: Tensor | None = None, samples: int 
 
     The estimate is a lower bound in expectation (the IWAE bound L_K) that rises to log p(x)
     as K = `samples` grows; it is exact for any K when q(z|x) is the true posterior.
-
-    Memory stays bounded and the work is done in large matrix products: the K samples of
-    `batch_size` examples are drawn at once (default: as many examples as fit `rows`, at
-    least one), and the decoder sees about `rows` latent vectors per call. Binary
-    (Bernoulli) and Gaussian likelihoods are scored without copying the image once per
-    sample. Sampling noise comes from `seed`; the global RNG is left as it was. `progress`,
-    if given, is called with the number of examples done after each batch.
+    Computed by `aevb.objectives.log_px_estimate` (a loop over batches of examples around
+    the log-weights the IWAE objective trains with): memory stays bounded (about `rows`
+    latent vectors per decoder call, `batch_size` examples at once), sampling noise comes
+    from `seed`, the global RNG is left as it was; `progress`, if given, is called with the
+    number of examples done after each batch. NotApplicable for a model without a density.
 
     Returns per-example tensors (N,), float64:
       "log_px": the estimate of log p(x);
       "elbo":   mean_k log w_k, an ELBO estimate from the same K samples (KL by sampling);
       "ess":    the effective sample size (sum w)^2 / sum w^2 of the K weights, in 1..K.
     """
-    if samples < 1:
-        raise ValueError(f"samples must be >= 1, got {samples}")
     check_shape(model, x)
-    n = x.shape[0]
-    rows = max(1, rows)
-    if batch_size is None:
-        batch_size = max(1, min(100, rows // samples))
-    out = {"log_px": [], "elbo": [], "ess": []}
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)
-            device = next(model.parameters()).device
-            for s in _batches(n, batch_size):
-                xb, yb = x[s].to(device), None if y is None else y[s].to(device)
-                lw = _log_weights(model, xb, yb, samples, rows)         # (b, K)
-                lse = torch.logsumexp(lw, 1).double()
-                out["log_px"].append(lse - math.log(samples))
-                out["elbo"].append(lw.double().mean(1))
-                out["ess"].append((2 * lse - torch.logsumexp(2 * lw, 1).double()).exp())
-                if progress is not None:
-                    progress(s.stop - s.start)
-    finally:
-        model.train(was_training)
-    return {k: torch.cat(v).cpu() for k, v in out.items()}
+    _needs_density(model, "importance sampling")
+    return log_px_estimate(model, x, y, samples, rows=rows, batch_size=batch_size, seed=seed,
+                           progress=progress)
 
 
 def log_likelihood(model, x: Tensor, y: Tensor | None = None, samples: int = 5000,
@@ -159,94 +122,17 @@ def log_likelihood(model, x: Tensor, y: Tensor | None = None, samples: int = 500
                                **kw)["log_px"].to(x.dtype)
 
 
-def _check_posterior(q) -> None:
-    if not (hasattr(q, "sample") and hasattr(q, "log_prob")):
-        raise NotApplicable("the model's encoder gives no distribution q(z|x) (a deterministic "
-                            "autoencoder?): importance sampling needs one")
-
-
-def _prior(model, x: Tensor):
-    try:
-        return model.prior(x.device, x.dtype)
-    except TypeError:
-        return model.prior()
-
-
-def _log_weights(model, x: Tensor, y: Tensor | None, k: int, rows: int) -> Tensor:
-    """(b, k) log weights log p(x|z) + log p(z) - log q(z|x) of k samples z ~ q(z|x) for
-    each of the b examples in x. All k samples are drawn (and their prior and posterior
-    densities computed) at once; the decoder then sees about `rows` of them per call,
-    example-major (row i * k + j is sample j of example i) so that each example's image is
-    broadcast over its own rows: `rows` samples of one example when k >= rows, else all k
-    samples of rows // k examples."""
-    q = model.encode(x, y)
-    _check_posterior(q)
-    z = q.sample((k,))                                            # (k, b, d)
-    log_pz_qz = _prior(model, x).log_prob(z) - q.log_prob(z)      # (k, b)
-    b = x.shape[0]
-    zt = z.transpose(0, 1).contiguous()                          # (b, k, d)
-    lpx = torch.empty(b, k, dtype=log_pz_qz.dtype, device=log_pz_qz.device)
-    if k >= rows:
-        for i in range(b):
-            xi, yi = x[i:i + 1], None if y is None else y[i:i + 1]
-            for ks in _batches(k, rows):
-                c = ks.stop - ks.start
-                yc = None if yi is None else yi.expand(c)
-                lpx[i, ks] = _log_px_given_z(model.decode(zt[i, ks], yc), xi, c)[0].to(lpx.dtype)
-    else:
-        for es in _batches(b, max(1, rows // k)):
-            e = es.stop - es.start
-            ye = None if y is None else y[es].repeat_interleave(k, 0)
-            p = model.decode(zt[es].reshape(e * k, *z.shape[2:]), ye)
-            lpx[es] = _log_px_given_z(p, x[es], k).to(lpx.dtype)
-    return lpx + log_pz_qz.T
-
-
-def _log_px_given_z(p, x: Tensor, k: int) -> Tensor:
-    """log p(x_i | z_ij) as (b, k) for a decoder distribution `p` over b*k rows (example-major)
-    and images x (b, ...). Bernoulli and Gaussian pixels take a fast path that neither copies
-    x k times nor builds per-pixel log-probabilities:
-      Bernoulli: sum_d [x_d l_d - softplus(l_d)]  (l the logits; the first sum a batched matmul);
-      Gaussian:  -sum_d [(x_d - mu_d)^2 / (2 s_d^2) + log s_d] - D log(2 pi) / 2.
-    Any other distribution is scored by its own log_prob."""
-    b = x.shape[0]
-    base = p.base_dist if isinstance(p, Independent) else None
-    event = math.prod(x.shape[1:])
-    full_event = isinstance(p, Independent) and p.batch_shape == (b * k,) and \
-        math.prod(p.event_shape) == event
-    if full_event and isinstance(p, BernoulliImage):
-        return bernoulli_log_prob(base.logits.reshape(b, k, event), x.reshape(b, event))
-    if full_event and type(base) is Normal:
-        loc = base.loc.reshape(b, k, event)
-        scale = base.scale.reshape(b, k, event)
-        sq = ((x.reshape(b, 1, event).to(loc.dtype) - loc) / scale).square_().sum(2)
-        return -0.5 * sq - scale.log().sum(2) - 0.5 * event * math.log(2 * math.pi)
-    xk = x.repeat_interleave(k, 0)
-    return p.log_prob(xk).reshape(b, k)
-
-
 # ----------------------------------------------------------------------------- latents
 @torch.no_grad()
 def posterior_means(model, x: Tensor, y: Tensor | None = None, batch_size: int = 1000) -> Tensor:
-    """E_q[z] for each image (N, latent_dim): the model's `embed` if it has one, else the
-    latent family's mean of q(z|x) (probabilities for binary latents), else q.mean; a
-    deterministic encoder's code as it is."""
+    """E_q[z] for each image (N, latent_dim), the model's `embed`: the posterior mean
+    (probabilities q(z_j = 1 | x) for binary latents; a deterministic encoder's code)."""
     was_training = model.training
     model.eval()
     try:
         out = []
         for s in _batches(x.shape[0], batch_size):
-            xb, yb = x[s], None if y is None else y[s]
-            if hasattr(model, "embed"):
-                m = model.embed(xb, yb)
-            else:
-                q = model.encode(xb, yb)
-                if torch.is_tensor(q):
-                    m = q
-                elif hasattr(model, "latent") and hasattr(model.latent, "mean"):
-                    m = model.latent.mean(q)
-                else:
-                    m = q.mean
+            m = model.embed(x[s], None if y is None else y[s])
             out.append(m.reshape(m.shape[0], -1))
         return torch.cat(out)
     finally:
@@ -267,65 +153,49 @@ def active_units(model, x: Tensor, y: Tensor | None = None, threshold: float = A
 
 # ----------------------------------------------------------------------------- denoising
 @torch.no_grad()
-def reconstruct(model, x: Tensor, y: Tensor | None = None) -> Tensor:
-    """The model's reconstruction E[x | z = E_q z] (its `reconstruct`, else decoding the
-    posterior mean), values in the data's range."""
-    if hasattr(model, "reconstruct"):
-        return model.reconstruct(x, y)
-    p = model.decode(posterior_means(model, x, y), y)
-    return p if torch.is_tensor(p) else p.mean
-
-
-@torch.no_grad()
 def denoising(model, split, rates=(0.1, 0.2, 0.3, 0.5), seed: int = 0,
               batch_size: int = 1000) -> list[dict]:
     """Denoising error against the salt-and-pepper rate: each test image x is corrupted
     (a fraction `rate` of its pixels set to 0 or 1 at random), the corrupted image is
-    reconstructed, and the reconstruction r is compared with the clean x, per pixel:
+    reconstructed (`model.reconstruct`), and the reconstruction r is compared with the
+    clean x, per pixel:
 
       "mse": mean (r - x)^2;   "bce": mean -[x log r + (1 - x) log(1 - r)]  (nats per pixel,
       r clipped to [1e-6, 1 - 1e-6]);   "noisy_mse": mean (noisy - x)^2, the error of doing
       nothing, for comparison.
 
     One dict per rate, in the order given; the noise comes from `seed`."""
-    from .data import salt_and_pepper
     was_training = model.training
     model.eval()
-    results = []
     try:
-        for rate in rates:
-            rate = float(rate)
-            g = torch.Generator().manual_seed(seed)
-            sums = {"mse": 0.0, "bce": 0.0, "noisy_mse": 0.0}
-            count = 0
-            for s in _batches(len(split), batch_size):
-                x, y = split.x[s], _labels(split, s)
-                noisy = salt_and_pepper(x, rate, generator=g)
-                r = reconstruct(model, noisy, y).clamp(0, 1)
-                sums["mse"] += (r - x).square().sum().item()
-                sums["noisy_mse"] += (noisy - x).square().sum().item()
-                sums["bce"] += F.binary_cross_entropy(r.clamp(1e-6, 1 - 1e-6), x,
-                                                      reduction="sum").item()
-                count += x.numel()
-            results.append({"rate": rate, **{k: v / count for k, v in sums.items()}})
+        return [_denoising_at(model, split, float(rate), seed, batch_size) for rate in rates]
     finally:
         model.train(was_training)
-    return results
+
+
+def _denoising_at(model, split, rate: float, seed: int, batch_size: int) -> dict:
+    g = torch.Generator().manual_seed(seed)
+    sums = {"mse": 0.0, "bce": 0.0, "noisy_mse": 0.0}
+    count = 0
+    for s in _batches(len(split), batch_size):
+        x, y = split.x[s], _labels(split, s)
+        noisy = salt_and_pepper(x, rate, generator=g)
+        r = model.reconstruct(noisy, y).clamp(0, 1)
+        sums["mse"] += (r - x).square().sum().item()
+        sums["noisy_mse"] += (noisy - x).square().sum().item()
+        sums["bce"] += F.binary_cross_entropy(r.clamp(1e-6, 1 - 1e-6), x, reduction="sum").item()
+        count += x.numel()
+    return {"rate": rate, **{k: v / count for k, v in sums.items()}}
 
 
 # ----------------------------------------------------------------------------- everything
-def _bpd_offset(model, binarized: bool) -> float | None:
-    """The bits/dim offset of the model's likelihood: the likelihood's own `bpd_offset` when
-    it declares one; else 8 for a continuous likelihood (a density on [0, 1]) and 0 for a
-    discrete one on binarized data; None when bits/dim has no meaning (a Bernoulli
-    likelihood applied to grey levels is not a normalized density)."""
-    lik = getattr(model, "likelihood", None)
-    if lik is not None and hasattr(lik, "bpd_offset"):
-        off = lik.bpd_offset
-        return 0.0 if off is None and binarized else off
-    if lik is not None and getattr(lik, "continuous", False):
-        return 8.0
-    return 0.0 if binarized else None
+def bpd_offset(model, binarized: bool) -> float | None:
+    """The bits/dim offset of the model's likelihood (its `bpd_offset`: 8 for a density on
+    [0, 1], 0 for a discrete likelihood); for a Bernoulli likelihood (no offset of its own)
+    0 on binarized data and None on grey levels, where bits/dim has no meaning (a Bernoulli
+    likelihood of grey levels is not a normalized density)."""
+    off = model.likelihood.bpd_offset
+    return 0.0 if off is None and binarized else off
 
 
 def evaluate(model, split, *, nll_samples: int = 5000, limit: int | None = None,
@@ -333,12 +203,13 @@ def evaluate(model, split, *, nll_samples: int = 5000, limit: int | None = None,
              denoise=(), active_threshold: float = ACTIVE_THRESHOLD, progress=None) -> dict:
     """All numbers of a trained model on a test split, as a JSON-ready dict (nats per example):
 
-      n, elbo / rec / kl (+ "<key>_stderr"): the test ELBO with one sample per image;
+      n, elbo / rec / kl (+ "<key>_stderr"): the test ELBO with one sample per image, and
+          kl_method ("analytic", or "mc": sampled, where no closed form is registered);
       log_px, log_px_stderr, nll_samples, elbo_is, gap = log_px - elbo_is, ess:
           the importance-sampled log p(x) with K = `nll_samples` (0 skips it), the ELBO of
           the same K samples (not the one-sample elbo above), their difference (>= 0 in
           expectation), and the mean, median and minimum effective sample size over images;
-      bits_per_dim (+ bits_per_dim_elbo) where it has a meaning (see `_bpd_offset`);
+      bits_per_dim (+ bits_per_dim_elbo) where it has a meaning (see `bpd_offset`);
       active_units, latent_dim, unit_variance;
       denoising: `denoising(...)` for the rates in `denoise` (if any);
       seconds: the wall time of each part.
@@ -347,46 +218,56 @@ def evaluate(model, split, *, nll_samples: int = 5000, limit: int | None = None,
     split may be sorted by label); `binarized` says whether the data are binary (so that a
     Bernoulli likelihood is a true discrete likelihood)."""
     split = subset(split, limit)
-    x, y = split.x, split.y
-    d = math.prod(x.shape[1:])
     res: dict = {"n": len(split), "seconds": {}}
-    if getattr(model, "num_classes", 0):
+    if model.num_classes:
         res["conditional"] = True  # a conditional model: log p(x|y), the ELBO of p(x|y)
+    if model.kl_method is not None:
+        res["kl_method"] = model.kl_method
+    with tuned():
+        _timed(res, "elbo", lambda: _elbo_numbers(model, split, batch_size, seed))
+        if nll_samples:
+            _timed(res, "log_px", lambda: _log_px_numbers(model, split, nll_samples, rows, seed, progress))
+        _bits_per_dim(res, math.prod(split.x.shape[1:]), bpd_offset(model, binarized))
+        _timed(res, "active_units", lambda: active_units(model, split.x, split.y, active_threshold, batch_size))
+        if denoise:
+            _timed(res, "denoising", lambda: {"denoising": denoising(model, split, denoise, seed, batch_size)})
+    return res
+
+
+def _timed(res: dict, part: str, compute) -> None:
+    """res.update(compute()), and the seconds it took in res["seconds"][part]."""
     t = time.perf_counter()
+    res.update(compute())
+    res["seconds"][part] = round(time.perf_counter() - t, 3)
+
+
+def _elbo_numbers(model, split, batch_size: int, seed: int) -> dict:
+    res = {}
     for k, v in elbo_stats(model, split, batch_size, seed).items():
         res[k], res[f"{k}_stderr"] = v["mean"], v["stderr"]
-    res["seconds"]["elbo"] = round(time.perf_counter() - t, 3)
-    offset = _bpd_offset(model, binarized)
-    if nll_samples:
-        t = time.perf_counter()
-        try:
-            r = importance_sampling(model, x, y, nll_samples, rows=rows, seed=seed, progress=progress)
-        except NotApplicable as e:
-            res["log_px_skipped"] = str(e)
-        else:
-            lp = _mean_stderr(r["log_px"])
-            res.update(log_px=lp["mean"], log_px_stderr=lp["stderr"], nll_samples=nll_samples,
-                       elbo_is=r["elbo"].mean().item(),
-                       gap=(r["log_px"] - r["elbo"]).mean().item(),
-                       gap_stderr=_mean_stderr(r["log_px"] - r["elbo"])["stderr"],
-                       ess=r["ess"].mean().item(), ess_median=r["ess"].median().item(),
-                       ess_min=r["ess"].min().item())
-            if offset is not None:
-                res["bits_per_dim"] = bits_per_dim(res["log_px"], d, offset)
-        res["seconds"]["log_px"] = round(time.perf_counter() - t, 3)
-    if offset is not None and "elbo" in res:
-        res["bits_per_dim_elbo"] = bits_per_dim(res["elbo"], d, offset)
-    t = time.perf_counter()
-    try:
-        res.update(active_units(model, x, y, active_threshold, batch_size))
-    except (NotImplementedError, AttributeError, TypeError) as e:
-        res["active_units_skipped"] = f"{type(e).__name__}: {e}"
-    res["seconds"]["active_units"] = round(time.perf_counter() - t, 3)
-    if denoise:
-        t = time.perf_counter()
-        res["denoising"] = denoising(model, split, denoise, seed, batch_size)
-        res["seconds"]["denoising"] = round(time.perf_counter() - t, 3)
     return res
+
+
+def _log_px_numbers(model, split, nll_samples: int, rows: int, seed: int, progress) -> dict:
+    try:
+        r = importance_sampling(model, split.x, split.y, nll_samples, rows=rows, seed=seed,
+                                progress=progress)
+    except NotApplicable as e:
+        return {"log_px_skipped": str(e)}
+    lp, gap = _mean_stderr(r["log_px"]), _mean_stderr(r["log_px"] - r["elbo"])
+    return dict(log_px=lp["mean"], log_px_stderr=lp["stderr"], nll_samples=nll_samples,
+                elbo_is=r["elbo"].mean().item(), gap=gap["mean"], gap_stderr=gap["stderr"],
+                ess=r["ess"].mean().item(), ess_median=r["ess"].median().item(),
+                ess_min=r["ess"].min().item())
+
+
+def _bits_per_dim(res: dict, d: int, offset: float | None) -> None:
+    if offset is None:
+        return
+    if "log_px" in res:
+        res["bits_per_dim"] = bits_per_dim(res["log_px"], d, offset)
+    if "elbo" in res:
+        res["bits_per_dim_elbo"] = bits_per_dim(res["elbo"], d, offset)
 
 
 def format_table(res: dict) -> str:
@@ -437,5 +318,5 @@ def format_table(res: dict) -> str:
 
 
 __all__ = ["elbo_terms", "elbo_stats", "importance_sampling", "log_likelihood", "iwae_bound",
-           "log_weights", "active_units", "posterior_means", "denoising", "evaluate",
+           "log_weights", "active_units", "posterior_means", "denoising", "evaluate", "bpd_offset",
            "format_table", "bits_per_dim", "subset", "NotApplicable"]

@@ -5,7 +5,10 @@ returned per example (shape (N,)), in nats; losses are their negated mean over e
   estimated with one reparameterized sample z ~ q(z|x) (SGVB). The training loss weighs the
   KL term by `beta` (1 unless set); the reported ELBO is always the true bound (beta = 1).
 - IWAE bound (Burda et al.): L_K(x) = log 1/K sum_k p(x, z_k) / q(z_k|x), z_k ~ q(z|x);
-  L_1 = ELBO <= L_K <= log p(x), and L_K -> log p(x) as K grows.
+  L_1 = ELBO <= L_K <= log p(x), and L_K -> log p(x) as K grows. The log-weights
+  log w_k = log p(x|z_k) + log p(z_k) - log q(z_k|x) come from one function,
+  `log_weight_terms`, which the IWAE objective and the importance-sampled log p(x) of
+  `aevb.evaluation` share.
 - Discrete latents (z in {0, 1}^D), which cannot be reparameterized:
   * score function / REINFORCE (Williams 1992; Mnih & Gregor 2014, "NVIL"):
     grad_phi E_q[f(z)] = E_q[(f(z) - b(x)) grad_phi log q(z|x)] for any baseline b(x) that
@@ -14,19 +17,51 @@ returned per example (shape (N,)), in nats; losses are their negated mean over e
   * straight-through Gumbel-sigmoid (Jang et al. 2017; Maddison et al. 2017): the forward
     pass uses an exact sample of q, the backward pass the gradient of a relaxed sample;
     biased gradients, but the reported ELBO is exact.
+
+A model reaches these functions only through its declared interface: `model.encode(x, y)`
+(q(z|x)), `model.decode(z, y)` (p(x|z)), `model.prior()` (p(z)).
 """
 from __future__ import annotations
 
+import logging
 import math
+from typing import NamedTuple
 
 import torch
 from torch import Tensor
-from torch.distributions import kl_divergence
+from torch.distributions import Distribution, kl_divergence
+
+from .runtime import adapt_threads, tuned
+
+log = logging.getLogger("aevb")
+KL_METHODS = ("analytic", "mc")
+#: latent vectors per decoder call while estimating log p(x): small enough that the decoder's
+#: activations stay in cache and are recycled by the allocator (no fresh pages per call),
+#: large enough that the matrix products run at full speed
+DEFAULT_ROWS = 2000
+
+
+def kl_method(requested: str, q: Distribution, p: Distribution) -> str:
+    """How KL(q || p) is computed for posteriors like `q` and the prior `p`: "analytic" when
+    it is asked for and torch.distributions has a closed form registered for the pair of
+    types, else "mc" (log q(z|x) - log p(z) at the sampled z, an unbiased estimate); a
+    fallback from "analytic" to "mc" is logged once, here."""
+    if requested not in KL_METHODS:
+        raise ValueError(f"kl must be 'analytic' or 'mc', got {requested!r}")
+    if requested == "mc":
+        return "mc"
+    try:
+        kl_divergence(q, p)
+    except NotImplementedError:
+        log.info("KL(q || p) has no closed form for %s and %s: estimated by Monte Carlo",
+                 type(q).__name__, type(p).__name__)
+        return "mc"
+    return "analytic"
 
 
 def _terms(model, q, z: Tensor, x: Tensor, y, target, kl: str) -> dict[str, Tensor]:
     rec = model.decode(z, y).log_prob(x if target is None else target)
-    prior = model.prior(x.device, x.dtype)
+    prior = model.prior()
     if kl == "analytic":
         k = kl_divergence(q, prior)
     elif kl == "mc":
@@ -97,25 +132,68 @@ def straight_through_elbo(model, x: Tensor, y: Tensor | None = None, target: Ten
     return _terms(model, q, straight_through_bernoulli(q, temperature), x, y, target, kl)
 
 
-def log_weight_terms(model, x: Tensor, k: int, y: Tensor | None = None,
-                     target: Tensor | None = None, rsample: bool = False):
-    """(log p(x|z_k), log p(z_k), log q(z_k|x)), each (K, N), for K samples z_k ~ q(z|x)
-    (reparameterized if `rsample`). All K samples go through the decoder as one batch of
-    K*N rows (one large matmul)."""
+# ----------------------------------------------------------------------------- log-weights
+class LogWeights(NamedTuple):
+    """The three terms of log w = log p(x|z) + log p(z) - log q(z|x), each (N, K): example i,
+    sample k."""
+
+    log_px_z: Tensor
+    log_pz: Tensor
+    log_qz: Tensor
+
+    @property
+    def total(self) -> Tensor:
+        """log w_ik = log p(x_i|z_ik) + log p(z_ik) - log q(z_ik|x_i), (N, K)."""
+        return self.log_px_z + (self.log_pz - self.log_qz)
+
+
+def log_weight_terms(model, x: Tensor, k: int, y: Tensor | None = None, target: Tensor | None = None,
+                     *, rsample: bool = False, rows: int | None = None) -> LogWeights:
+    """The importance weights of K samples z_k ~ q(z|x) of each example (reparameterized if
+    `rsample`, for training): log p(x|z_k), log p(z_k), log q(z_k|x), each (N, K).
+
+    All K samples are drawn at once, and their prior and posterior densities computed at
+    once. The decoder sees them example-major (sample k of example i is row i * K + k), so
+    that each image is scored against its own K rows by the likelihood's `log_prob` without
+    being copied: all N * K rows in one call, or about `rows` per call to bound memory
+    (`rows` samples of one example when K >= rows, else all K samples of rows // K examples).
+    `target` is the image scored (default `x`; a denoising model's clean image)."""
     q = model.encode(x, y)
-    z = q.rsample((k,)) if rsample else q.sample((k,))  # (K, N, D)
-    n = x.shape[0]
-    yk = None if y is None else y.expand(k, *y.shape).reshape(k * n, *y.shape[1:])
+    z = q.rsample((k,)) if rsample else q.sample((k,))              # (K, N, D)
+    log_pz, log_qz = model.prior().log_prob(z).T, q.log_prob(z).T  # (N, K)
     t = x if target is None else target
-    p = model.decode(z.reshape(k * n, -1), yk)
-    log_px_z = p.log_prob(t.expand(k, *t.shape).reshape(k * n, *t.shape[1:])).view(k, n)
-    return log_px_z, model.prior(x.device, x.dtype).log_prob(z), q.log_prob(z)
+    return LogWeights(_decoded_log_prob(model, z.transpose(0, 1), t, y, rows), log_pz, log_qz)
 
 
-def log_weights(model, x: Tensor, k: int, y: Tensor | None = None) -> Tensor:
-    """log w_k = log p(x|z_k) + log p(z_k) - log q(z_k|x) for K samples z_k ~ q(z|x); (K, N)."""
-    log_px_z, log_pz, log_qz = log_weight_terms(model, x, k, y)
-    return log_px_z + log_pz - log_qz
+def _decoded_log_prob(model, z: Tensor, x: Tensor, y: Tensor | None, rows: int | None) -> Tensor:
+    """log p(x_i | z_ik) as (N, K) for latents z (N, K, D) and images x (N, ...)."""
+    n, k = z.shape[:2]
+    if rows is None or rows >= n * k:
+        return model.decode(z, None if y is None else y[:, None].expand(n, k)).log_prob(x.unsqueeze(1))
+    out = torch.empty(n, k, dtype=z.dtype, device=z.device)
+    for es, ks in _chunks(n, k, rows):
+        yc = None if y is None else y[es, None].expand(-1, ks.stop - ks.start)
+        out[es, ks] = model.decode(z[es, ks], yc).log_prob(x[es].unsqueeze(1)).to(out.dtype)
+    return out
+
+
+def _chunks(n: int, k: int, rows: int):
+    """(example slice, sample slice) pairs covering an (n, k) grid in about `rows` cells each."""
+    if k >= rows:
+        for i in range(n):
+            for j in range(0, k, rows):
+                adapt_threads()
+                yield slice(i, i + 1), slice(j, min(j + rows, k))
+    else:
+        step = max(1, rows // k)
+        for i in range(0, n, step):
+            adapt_threads()
+            yield slice(i, min(i + step, n)), slice(0, k)
+
+
+def log_weights(model, x: Tensor, k: int, y: Tensor | None = None, **kw) -> Tensor:
+    """log w_k = log p(x|z_k) + log p(z_k) - log q(z_k|x) for K samples z_k ~ q(z|x); (N, K)."""
+    return log_weight_terms(model, x, k, y, **kw).total
 
 
 def iwae_terms(model, x: Tensor, k: int, y: Tensor | None = None, target: Tensor | None = None,
@@ -126,15 +204,75 @@ def iwae_terms(model, x: Tensor, k: int, y: Tensor | None = None, target: Tensor
     L_K with beta weighing log p(z) - log q(z|x) inside every weight (= "iwae" at beta 1).
     Differentiating logsumexp directly gives the IWAE gradient sum_k w~_k grad log w_k with
     normalized weights w~ that need no detaching by hand."""
-    log_px_z, log_pz, log_qz = log_weight_terms(model, x, k, y, target, rsample=True)
-    kl = log_qz - log_pz
-    lw = log_px_z - kl
-    out = {"iwae": torch.logsumexp(lw, 0) - math.log(k), "elbo": lw.mean(0),
-           "rec": log_px_z.mean(0), "kl": kl.mean(0)}
-    out["loss_terms"] = out["iwae"] if beta == 1 else torch.logsumexp(log_px_z - beta * kl, 0) - math.log(k)
+    w = log_weight_terms(model, x, k, y, target, rsample=True)
+    kl = w.log_qz - w.log_pz
+    lw = w.log_px_z - kl
+    out = {"iwae": torch.logsumexp(lw, 1) - math.log(k), "elbo": lw.mean(1),
+           "rec": w.log_px_z.mean(1), "kl": kl.mean(1)}
+    out["loss_terms"] = out["iwae"] if beta == 1 else torch.logsumexp(w.log_px_z - beta * kl, 1) - math.log(k)
     return out
 
 
 def iwae_bound(model, x: Tensor, k: int, y: Tensor | None = None) -> Tensor:
     """Per-example L_K = logsumexp_k(log w_k) - log K (stable: never exponentiates a raw weight)."""
-    return torch.logsumexp(log_weights(model, x, k, y), dim=0) - math.log(k)
+    return torch.logsumexp(log_weights(model, x, k, y), dim=1) - math.log(k)
+
+
+@torch.inference_mode()
+def log_px_estimate(model, x: Tensor, y: Tensor | None = None, samples: int = 5000, *,
+                    rows: int = DEFAULT_ROWS, batch_size: int | None = None, seed: int = 0,
+                    progress=None) -> dict[str, Tensor]:
+    """log p(x) ~= L_K = log 1/K sum_k w_k with K = `samples` importance samples per example
+    (Burda et al. 2016, eq. 10; see `aevb.evaluation.importance_sampling`), per example (N,)
+    in float64: {"log_px", "elbo": mean_k log w_k, "ess": (sum w)^2 / sum w^2}. The K samples
+    of `batch_size` examples (default: as many as fit `rows`, at least one) are drawn at
+    once, the decoder sees about `rows` of them per call; noise from `seed`, the global RNG
+    left as it was; `progress(n)` after each batch of n examples."""
+    if samples < 1:
+        raise ValueError(f"samples must be >= 1, got {samples}")
+    rows = max(1, rows)
+    batch_size = batch_size or max(1, min(100, rows // samples))
+    out = {"log_px": [], "elbo": [], "ess": []}
+    was_training = model.training
+    model.eval()
+    try:
+        with tuned(), torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            device = next(model.parameters()).device
+            for i in range(0, x.shape[0], batch_size):
+                adapt_threads()
+                yb = None if y is None else y[i:i + batch_size].to(device)
+                lw = log_weights(model, x[i:i + batch_size].to(device), samples, yb, rows=rows)  # (b, K)
+                lse = torch.logsumexp(lw, 1).double()
+                out["log_px"].append(lse - math.log(samples))
+                out["elbo"].append(lw.double().mean(1))
+                out["ess"].append((2 * lse - torch.logsumexp(2 * lw, 1).double()).exp())
+                if progress is not None:
+                    progress(lw.shape[0])
+    finally:
+        model.train(was_training)
+    return {k: torch.cat(v).cpu() for k, v in out.items()}
+
+
+# ----------------------------------------------------------------------------- over a data set
+@torch.no_grad()
+def objective_terms(model, x: Tensor, y: Tensor | None = None, batch_size: int = 1000,
+                    seed: int = 0) -> dict[str, Tensor]:
+    """Every per-example term of `model.objective` (elbo, rec, kl, ...) for all of `x`, each
+    (N,) in float64, in eval mode, in batches of `batch_size`, with the sampling noise drawn
+    from `seed` (so that repeated evaluations agree; the global RNG is left as it was)."""
+    was_training = model.training
+    model.eval()
+    parts: dict[str, list[Tensor]] = {}
+    try:
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            for i in range(0, x.shape[0], batch_size):
+                adapt_threads()
+                yb = None if y is None else y[i:i + batch_size]
+                for k, v in model.objective(x[i:i + batch_size], yb).items():
+                    if k != "loss" and torch.is_tensor(v) and v.dim() == 1:
+                        parts.setdefault(k, []).append(v.detach().double())
+    finally:
+        model.train(was_training)
+    return {k: torch.cat(v) for k, v in parts.items()}

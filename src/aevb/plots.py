@@ -21,6 +21,8 @@ Each figure is one function taking the model (and test data where it needs image
 `make(kind, model, dataset, path, ...)` draws one by its command-line name and raises
 `NotApplicable` (with the reason) when a figure does not apply to a model, e.g. a manifold
 of binary latents. Randomness comes from a `seed` argument; the global RNG is left as it was.
+Figures are matplotlib `Figure` objects drawn without pyplot: importing this module leaves
+matplotlib's backend and pyplot's state alone.
 """
 from __future__ import annotations
 
@@ -28,13 +30,12 @@ import io
 from pathlib import Path
 
 import matplotlib
+import numpy as np
+import torch
+from matplotlib.figure import Figure
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-
-from .evaluation import NotApplicable, posterior_means, reconstruct, subset  # noqa: E402
+from .distributions.priors import prior_name
+from .evaluation import NotApplicable, posterior_means, subset
 
 KINDS = ("samples", "recon", "manifold", "latent", "interpolate", "denoise", "curves")
 
@@ -82,9 +83,8 @@ def save_panels(path, panels, suptitle: str | None = None) -> Path:
     grids = [(t, image_grid(im, nr), im.shape[2] + 1, labels) for t, im, nr, labels in panels]
     widths = [_inches(g.shape[1]) for _, g, _, _ in grids]
     height = max(w * g.shape[0] / g.shape[1] for w, (_, g, _, _) in zip(widths, grids))
-    fig, axes = plt.subplots(1, len(grids), figsize=(sum(widths) + 0.2 * len(grids),
-                                                     height + (0.45 if suptitle else 0) + 0.35),
-                             squeeze=False, gridspec_kw={"width_ratios": widths})
+    fig = Figure(figsize=(sum(widths) + 0.2 * len(grids), height + (0.45 if suptitle else 0) + 0.35))
+    axes = fig.subplots(1, len(grids), squeeze=False, gridspec_kw={"width_ratios": widths})
     for ax, (title, g, step, labels) in zip(axes[0], grids):
         ax.imshow(g, cmap="gray" if g.ndim == 2 else None, vmin=0, vmax=1, interpolation="nearest")
         ax.axis("off")
@@ -109,12 +109,10 @@ def _save(fig, path) -> Path | io.BytesIO:
     opts = {"format": "png", "dpi": 100, "bbox_inches": "tight", "pad_inches": 0.1}
     if hasattr(path, "write"):
         fig.savefig(path, **opts)
-        plt.close(fig)
         return path
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, **opts)
-    plt.close(fig)
     return path
 
 
@@ -126,44 +124,18 @@ def _where(model):
 
 def _labels_for(model, n: int, label: int | None = None):
     """Labels for a conditional model (`label` for all, else cycling 0..K-1); None otherwise."""
-    k = getattr(model, "num_classes", 0)
-    if not k:
+    return model.class_labels(n, label) if model.num_classes else None
+
+
+def _standard_normal_prior(model) -> str | None:
+    """None if the model's prior is N(0, I), else why a figure that needs one does not apply."""
+    if prior_name(model.prior) == "standard_normal":
         return None
-    if label is not None:
-        return torch.full((n,), int(label), dtype=torch.long)
-    return torch.arange(n) % k
+    return f"the manifold needs a standard normal prior; this model's prior is {prior_name(model.prior)}"
 
 
-def _mean(p):
-    return p if torch.is_tensor(p) else p.mean
-
-
-def _latent_family(model) -> str:
-    """"bernoulli" for binary latent codes, "gaussian" for a standard normal prior, "none"
-    for a model without a prior (a plain autoencoder)."""
-    cfg = getattr(model, "config", {}) or {}
-    fam = cfg.get("latent_family", cfg.get("latent"))
-    if fam:
-        return fam
-    if not hasattr(model, "prior"):
-        return "none"
-    base = getattr(model.prior(), "base_dist", model.prior())
-    return "bernoulli" if isinstance(base, torch.distributions.Bernoulli) else "gaussian"
-
-
-def _draw_latents(model, n: int) -> torch.Tensor | None:
-    """n codes from the model's prior p(z), or from the code distribution of a model without
-    one (an autoencoder's fitted Gaussian); None when it has neither."""
-    device, dtype = _where(model)
-    if hasattr(model, "prior"):
-        try:
-            prior = model.prior(device, dtype)
-        except TypeError:
-            prior = model.prior()
-        return prior.sample((n,))
-    if hasattr(model, "code_distribution"):
-        return model.code_distribution().sample((n,)).to(dtype)
-    return None
+def _binary_codes(model) -> bool:
+    return model.prior is not None and model.prior.support == "binary"
 
 
 def _eval(model):
@@ -191,15 +163,11 @@ def samples(model, path, n: int = 64, seed: int = 0, nrow: int | None = None, *,
             torch.manual_seed(seed)
             y, nrow, rows = _class_rows(model, n, nrow, per_class, class_names)
             z = _codes(model, n if y is None else len(y), temperature, sampler)
-            if z is None:
-                return save_grid(path, model.sample(n), nrow, "samples (decoder means)")
             p = model.decode(z, y)
-        panels = [("decoder means E[x|z]", _mean(p), nrow, rows)]
-        lik = getattr(model, "likelihood", None)
-        if lik is not None and hasattr(lik, "mode") and not torch.is_tensor(p):
-            mode = lik.mode(p)
-            if not torch.allclose(mode, _mean(p)):
-                panels.append(("most probable values", mode, nrow, rows))
+        panels = [("decoder means E[x|z]", p.mean, nrow, rows)]
+        mode = model.likelihood.mode(p)
+        if not torch.allclose(mode, p.mean):
+            panels.append(("most probable values", mode, nrow, rows))
         return save_panels(path, panels, _source(model, sampler, temperature))
     finally:
         model.train(was)
@@ -208,7 +176,7 @@ def samples(model, path, n: int = 64, seed: int = 0, nrow: int | None = None, *,
 def _class_rows(model, n: int, nrow, per_class, class_names):
     """(labels, images per row, row labels) of a conditional model's samples, one row per
     class; (None, nrow, None) for other models."""
-    k = getattr(model, "num_classes", 0)
+    k = model.num_classes
     if not k:
         return None, nrow, None
     per = per_class or max(1, n // k)
@@ -222,16 +190,14 @@ def _codes(model, n: int, temperature: float, sampler):
     if sampler is not None:
         device, dtype = _where(model)
         return sampler.sample_codes(n, temperature=temperature).to(device, dtype)
-    if temperature == 1:
-        return _draw_latents(model, n)
-    return model.sample_codes(n, temperature)
+    return model.sample_latents(n, temperature)
 
 
 def _source(model, sampler, temperature: float) -> str:
     """Where the codes of `samples` come from, for its title."""
     if sampler is not None:
         what = f"z from a {sampler.n_components}-component Gaussian mixture fitted to the training codes"
-    elif _latent_family(model) == "none":
+    elif model.prior is None:
         what = "z from a Gaussian fitted to the training codes (not a prior)"
     else:
         what = "z ~ p(z)"
@@ -246,7 +212,7 @@ def reconstructions(model, split, path, n: int = 32, seed: int = 0) -> Path:
     try:
         split = subset(split, n, seed)
         x, y = split.x, split.y
-        rec = reconstruct(model, x, y)
+        rec = model.reconstruct(x, y)
         cols = min(8, n)
         return save_panels(path, [("test images", x, cols), ("reconstructions", rec, cols)])
     finally:
@@ -276,10 +242,9 @@ def manifold(model, path, n: int = 20, dims=None, label: int | None = None, spli
     (`most_active_dims`; dims 0 and 1 without a split), as the title says. A conditional
     model decodes every point with class `label` (default 0). Not for binary latents or
     models without a standard normal prior."""
-    fam = _latent_family(model)
-    if fam != "gaussian":
-        raise NotApplicable(f"the manifold needs a standard normal prior; this model's latent "
-                            f"family is {fam!r}")
+    reason = _standard_normal_prior(model)
+    if reason:
+        raise NotApplicable(reason)
     d = model.latent_dim
     if d < 2:
         raise NotApplicable(f"the manifold needs at least 2 latent dimensions, the model has {d}")
@@ -292,7 +257,7 @@ def manifold(model, path, n: int = 20, dims=None, label: int | None = None, spli
         device, dtype = _where(model)
         z = manifold_grid(n, (i, j), d).to(device, dtype)
         y = _labels_for(model, n * n, 0 if label is None else label)
-        x = _mean(model.decode(z, y))
+        x = model.decode(z, y).mean
     finally:
         model.train(was)
     title = "learned manifold" + ("" if d == 2 else f" over dims {i} (across) and {j} (down)"
@@ -325,9 +290,9 @@ def latent(model, split, path, n: int = 2000, tsne: bool = True, seed: int = 0,
     split = subset(split, n, seed)
     m = posterior_means(model, split.x, split.y).double().cpu().numpy()
     labels = None if split.y is None else split.y.cpu().numpy()
-    fam = _latent_family(model)
-    if fam == "bernoulli":
-        fig, ax = plt.subplots(figsize=(6, 3.8))
+    if _binary_codes(model):
+        fig = Figure(figsize=(6, 3.8))
+        ax = fig.subplots()
         if labels is None:
             ax.hist(m.ravel(), bins=50, color="C0")
         else:
@@ -351,7 +316,8 @@ def latent(model, split, path, n: int = 2000, tsne: bool = True, seed: int = 0,
         panels.append((f"PCA ({share:.0%} of the variance)", pca.transform(m), ("PC 1", "PC 2")))
         if tsne:
             panels.append(("t-SNE", _tsne(m, seed), ("", "")))
-    fig, axes = plt.subplots(1, len(panels), figsize=(5.2 * len(panels), 4.6), squeeze=False)
+    fig = Figure(figsize=(5.2 * len(panels), 4.6))
+    axes = fig.subplots(1, len(panels), squeeze=False)
     for ax, (title, pts, (xl, yl)) in zip(axes[0], panels):
         _scatter(ax, pts, labels, class_names)
         ax.set_title(title)
@@ -371,7 +337,7 @@ def _tsne(m: np.ndarray, seed: int) -> np.ndarray:
 
 
 def _color(c):
-    return plt.get_cmap("tab10")(int(c) % 10)
+    return matplotlib.colormaps["tab10"](int(c) % 10)
 
 
 def _name(c, class_names) -> str:
@@ -407,7 +373,8 @@ def mixture(model, split, sampler, path, n: int = 2000, seed: int = 0, class_nam
         pca = PCA(2, random_state=seed).fit(m)
         axes_names, project = ("PC 1 of the codes", "PC 2"), pca.transform
     pts, dots = project(m), project(drawn)
-    fig, axes = plt.subplots(1, 2, figsize=(10.4, 4.6), sharex=True, sharey=True)
+    fig = Figure(figsize=(10.4, 4.6))
+    axes = fig.subplots(1, 2, sharex=True, sharey=True)
     _scatter(axes[0], pts, None if split.y is None else split.y.cpu().numpy(), class_names)
     axes[0].set_title(f"codes of {len(m)} images")
     axes[1].scatter(pts[:, 0], pts[:, 1], s=4, color="0.8", label="codes")
@@ -439,9 +406,9 @@ def interpolate(model, split, path, pairs: int = 8, steps: int = 10, seed: int =
         t = torch.linspace(0, 1, steps, dtype=za.dtype)
         z = (za[:, None] * (1 - t)[None, :, None] + zb[:, None] * t[None, :, None])
         z = z.reshape(pairs * steps, -1)
-        y = None if a.y is None or not getattr(model, "num_classes", 0) else \
+        y = None if a.y is None or not model.num_classes else \
             a.y.repeat_interleave(steps)  # a conditional model keeps the first image's class
-        x = _mean(model.decode(z, y)).reshape(pairs, steps, *a.x.shape[1:])
+        x = model.decode(z, y).mean.reshape(pairs, steps, *a.x.shape[1:])
     finally:
         model.train(was)
     rows = torch.cat([a.x[:, None], x, b.x[:, None]], 1).reshape(-1, *a.x.shape[1:])
@@ -460,7 +427,7 @@ def denoise(model, split, path, rate: float = 0.2, n: int = 16, seed: int = 0) -
     noisy = salt_and_pepper(x, rate, generator=torch.Generator().manual_seed(seed))
     was = _eval(model)
     try:
-        rec = reconstruct(model, noisy, y)
+        rec = model.reconstruct(noisy, y)
     finally:
         model.train(was)
     cols = min(4, n)
@@ -472,7 +439,8 @@ def curves(history: list[dict], path, keys=("elbo",)) -> Path:
     """Train and test values per epoch (ELBO in nats per example by default); one panel per
     key present in `history` (the records of metrics.jsonl)."""
     keys = [k for k in keys if any(f"train_{k}" in r or f"test_{k}" in r for r in history)] or list(keys)[:1]
-    fig, axes = plt.subplots(1, len(keys), figsize=(5 * len(keys), 3.5), squeeze=False)
+    fig = Figure(figsize=(5 * len(keys), 3.5))
+    axes = fig.subplots(1, len(keys), squeeze=False)
     epochs = [r["epoch"] for r in history]
     for ax, key in zip(axes[0], keys):
         for split in ("train", "test"):
@@ -492,7 +460,8 @@ def tradeoff(points, path, title: str | None = None) -> Path:
     """Rate against distortion of several runs: test KL(q(z|x) || p(z)) (x axis) and
     -E_q log p(x|z) (y axis), in nats per example, one labelled point per run; e.g. a sweep
     over beta, where a larger KL weight buys a smaller KL with a worse reconstruction."""
-    fig, ax = plt.subplots(figsize=(5, 4))
+    fig = Figure(figsize=(5, 4))
+    ax = fig.subplots()
     kl = [p[2] for p in points]
     dist = [-p[1] for p in points]
     ax.plot(kl, dist, marker="o")
@@ -516,9 +485,7 @@ def latent_sweep(models, path, n: int = 100, seed: int = 0, title: str | None = 
         try:
             with torch.random.fork_rng(devices=[]):
                 torch.manual_seed(seed)
-                z = _draw_latents(model, n)
-                y = _labels_for(model, n)
-                x = model.sample(n) if z is None else _mean(model.decode(z, y))
+                x = model.sample(n)
         finally:
             model.train(was)
         panels.append((str(label), x, None))
@@ -529,10 +496,10 @@ def latent_sweep(models, path, n: int = 100, seed: int = 0, title: str | None = 
 def applies(kind: str, model) -> str | None:
     """None if figure `kind` applies to `model`, else the reason it does not."""
     if kind == "manifold":
-        fam = _latent_family(model)
-        if fam != "gaussian":
-            return f"the manifold needs a standard normal prior (latent family: {fam})"
-        if getattr(model, "latent_dim", 0) < 2:
+        reason = _standard_normal_prior(model)
+        if reason:
+            return reason
+        if model.latent_dim < 2:
             return "the manifold needs at least 2 latent dimensions"
     return None
 
@@ -558,7 +525,7 @@ def make(kind: str, model, dataset, path, history=None, *, n: int | None = None,
         class_names = getattr(dataset, "info", {}).get("classes")
     kw = {} if n is None else {"n": n}
     if kind == "samples":
-        if per_class and not getattr(model, "num_classes", 0):
+        if per_class and not model.num_classes:
             raise NotApplicable("--per-class needs a conditional model (trained with conditional: true)")
         return samples(model, path, seed=seed, per_class=per_class, temperature=temperature,
                        sampler=sampler, class_names=class_names, **kw)

@@ -5,9 +5,7 @@ metrics.jsonl), the training curves and every figure that applies to the model.
     from aevb import report
     report.write_report("runs/mnist")          # -> runs/mnist/report.html (+ figures/*.png)
 
-Also here: `open_run` (a run directory's model, config, metrics and evaluation) and
-`run_dataset` (the dataset its config names), used by `aevb eval`, `aevb plot` and
-`aevb report`.
+The run directory is read by `aevb.runs` (config, model, history, eval.json, dataset).
 """
 from __future__ import annotations
 
@@ -17,10 +15,10 @@ import html
 import json
 import time
 import warnings
-from dataclasses import dataclass, field
 from pathlib import Path
 
 from .evaluation import NotApplicable
+from .runs import open_run, run_dataset
 
 #: figure kind -> (section title, caption); the order of the page
 FIGURES = {
@@ -39,65 +37,6 @@ FIGURES = {
                     "test images."),
     "denoise": ("Denoising", "Salt-and-pepper corrupted test images and their reconstructions."),
 }
-
-
-@dataclass
-class RunFiles:
-    """What a run directory holds: its config (config.json), the model of its checkpoint,
-    the per-epoch metrics (metrics.jsonl) and the evaluation (eval.json, or None)."""
-
-    dir: Path
-    config: dict
-    model: object = None
-    history: list[dict] = field(default_factory=list)
-    eval: dict | None = None
-
-    @property
-    def name(self) -> str:
-        return self.dir.resolve().name
-
-
-def read_history(run_dir) -> list[dict]:
-    """The records of metrics.jsonl (one per epoch); [] if there are none. A damaged last
-    line (a run killed while writing) is skipped."""
-    path = Path(run_dir) / "metrics.jsonl"
-    if not path.exists():
-        return []
-    out = []
-    for line in path.read_text().splitlines():
-        try:
-            out.append(json.loads(line))
-        except json.JSONDecodeError:
-            continue
-    return out
-
-
-def open_run(run_dir, load_model: bool = True) -> RunFiles:
-    """The contents of run directory `run_dir` (see `RunFiles`)."""
-    from .serialization import CheckpointError, read_json
-    d = Path(run_dir)
-    if not d.is_dir():
-        raise CheckpointError(f"{d}: no such run directory")
-    config = read_json(d / "config.json") if (d / "config.json").exists() else {}
-    model = None
-    if load_model:
-        from .models import load
-        model = load(d)
-    ev = None
-    if (d / "eval.json").exists():
-        ev = json.loads((d / "eval.json").read_text())
-    return RunFiles(d, config, model, read_history(d), ev)
-
-
-def run_dataset(config: dict, data_dir: str | None = None):
-    """The dataset named by a run's config (with its binarization, data_dir, limit and classes);
-    `data_dir` overrides where the files are."""
-    from . import config as config_mod
-    values = {k: v for k, v in config.items() if k in config_mod.FIELDS}
-    if data_dir:
-        values["data_dir"] = str(data_dir)
-    cfg = config_mod.make_config(None, **values)
-    return config_mod.load_dataset(cfg)
 
 
 # ----------------------------------------------------------------------------- figures

@@ -1,34 +1,44 @@
-"""Process-wide CPU defaults that `import aevb` applies, each overridable by the user.
+"""CPU speed settings for aevb's own work, applied where aevb does that work and never on
+import: `import aevb` changes nothing in the process.
 
-- Threads. The OpenMP threads of one PyTorch kernel wait for each other. An idle thread
-  spins for GOMP_SPINCOUNT iterations, then sleeps and must be woken for the next kernel.
-  * On a free machine, waking is the cost: a training step runs ~100 kernels separated by
-    a few to a few hundred microseconds of Python, and with a short spin (1,000) training
-    the MLP VAE at batch 100 took 1.3x as long as with 30,000 (benchmarks/README.md). aevb
-    sets GOMP_SPINCOUNT=30000 (libgomp's own default is 300,000); it acts only if set
-    before torch is first imported, and a value the user set for OMP_WAIT_POLICY or
-    GOMP_SPINCOUNT wins.
-  * When another process keeps a CPU busy, spinning is the cost: a thread that shares its
-    CPU makes every kernel wait for the scheduler, 10-100x slower (pytorch #3146, #80777).
-    So aevb's loops (training, evaluation) call `adapt_threads()`, which looks at the load
-    of the machine every half second and uses as many threads as there are free CPUs (at
-    least one, at most PyTorch's setting). A fixed count instead: `set_threads(n)`, the
-    environment variable AEVB_THREADS=n, or the config key / flag `threads`.
-- Memory: glibc's malloc gives freed memory above its (dynamic) thresholds back to the
-  kernel, so the activations and gradients of every training step can be fresh pages that
-  fault in again: in a plain loop around the MLP VAE at batch 100, ~2,000 page faults and
-  9.2 instead of 5.3 ms per step. Raising the mmap and trim thresholds (the mallopt(3)
-  equivalent of MALLOC_MMAP_THRESHOLD_ and MALLOC_TRIM_THRESHOLD_) keeps those pages in the
-  process. (aevb.train gains nothing: its per-epoch evaluation already raises glibc's
-  dynamic threshold.) Skipped when the user set either variable, when AEVB_MALLOC=0, or
-  where the C library is not glibc.
+- Threads (`tuned`, used by `aevb.train`, `aevb.evaluation` and the `aevb` command for their
+  duration, restored afterwards). The OpenMP threads of one PyTorch kernel wait for each
+  other; when another process keeps a CPU busy, a spinning or descheduled thread makes
+  every kernel wait for the scheduler, 10-100x slower (pytorch #3146, #80777). So inside
+  `tuned()` aevb's loops call `adapt_threads()`, which looks at the load of the machine
+  every half second and uses as many threads as there are free CPUs (at least one, at most
+  PyTorch's setting). A fixed count instead: the `threads` argument / config key, or the
+  environment variable AEVB_THREADS=n.
+- Spin count (`spin_default`, applied by the `aevb` command before it imports torch). An
+  idle OpenMP thread spins for GOMP_SPINCOUNT iterations, then sleeps and must be woken
+  for the next kernel; a training step runs ~100 kernels separated by a few to a few
+  hundred microseconds of Python, and with a short spin (1,000) training the MLP VAE at
+  batch 100 took 1.3x as long as with 30,000 (benchmarks/README.md). The `aevb` command sets
+  GOMP_SPINCOUNT=30000 (libgomp's default is 300,000). libgomp reads it once, when torch
+  is first imported, so only a process that has not imported torch yet can set it: the
+  command does (`aevb/__main__.py`); a Python program that wants it sets the variable
+  itself before importing torch. A value the user set for OMP_WAIT_POLICY or
+  GOMP_SPINCOUNT wins.
+- Memory (`malloc_default`, applied by the `aevb` command at start; it cannot be undone,
+  so nothing else applies it): glibc's malloc gives freed memory above its (dynamic)
+  thresholds back to the kernel, so the activations and gradients of every training step
+  can be fresh pages that fault in again: in a plain loop around the MLP VAE at batch 100,
+  ~2,000 page faults and 9.2 instead of 5.3 ms per step. Raising the mmap and trim
+  thresholds (the mallopt(3) equivalent of MALLOC_MMAP_THRESHOLD_ and
+  MALLOC_TRIM_THRESHOLD_) keeps those pages in the process. (aevb.train gains nothing: its
+  per-epoch evaluation already raises glibc's dynamic threshold.) Skipped when the user set
+  either variable, when AEVB_MALLOC=0, or where the C library is not glibc.
 
-The measurements are in benchmarks/README.md ("Threads", "What we tried").
+Opting out: AEVB_NO_TUNING=1 (or `tuning=False` for `aevb.train`) leaves the thread count,
+the spin count and malloc as they are (an explicit `threads` still applies). The
+measurements are in benchmarks/README.md ("Threads", "What we tried").
 """
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import os
+import sys
 import time
 
 M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3
@@ -37,10 +47,26 @@ TRIM_THRESHOLD = 1 << 30
 SPINCOUNT = "30000"
 
 
-def thread_default() -> None:
-    """Set GOMP_SPINCOUNT (see the module docstring) unless the user set a wait policy."""
-    if "OMP_WAIT_POLICY" not in os.environ and "GOMP_SPINCOUNT" not in os.environ:
-        os.environ["GOMP_SPINCOUNT"] = SPINCOUNT
+def opted_out() -> bool:
+    """Whether the user turned aevb's speed settings off (AEVB_NO_TUNING=1)."""
+    return os.environ.get("AEVB_NO_TUNING", "0").strip() not in ("", "0")
+
+
+def spin_default() -> bool:
+    """Set GOMP_SPINCOUNT (see the module docstring) unless the user set a wait policy or
+    opted out; only while torch is not imported yet, since libgomp reads it when torch
+    loads. True if set."""
+    if ("torch" in sys.modules or opted_out() or "OMP_WAIT_POLICY" in os.environ
+            or "GOMP_SPINCOUNT" in os.environ):
+        return False
+    os.environ["GOMP_SPINCOUNT"] = SPINCOUNT
+    return True
+
+
+def prepare_process() -> dict:
+    """What the `aevb` command applies first, to a process that is all aevb's: the spin
+    count (before torch is imported) and the malloc thresholds. Returns what it applied."""
+    return {"spincount": spin_default(), "malloc": not opted_out() and malloc_default()}
 
 
 def cpu_times() -> tuple[float, float, float] | None:
@@ -94,22 +120,41 @@ class ThreadGovernor:
 
 
 _GOVERNOR: ThreadGovernor | None = None
-_FIXED = False
+_POLICY: int | str | None = None  # None: aevb leaves the thread count alone (the start)
 
 
 def set_threads(threads: int | str = "auto", source: str = "threads") -> None:
-    """This process's thread policy: "auto" (aevb's loops adapt the count to the load, see
-    the module docstring) or a fixed count (torch.set_num_threads(n), never changed; results
-    then repeat bit for bit, which they need not across different thread counts). The
-    environment variable AEVB_THREADS sets the same at import."""
-    global _FIXED, _GOVERNOR
+    """The thread policy of aevb's loops from now on: "auto" (they adapt the count to the
+    load, see the module docstring) or a fixed count (torch.set_num_threads(n), never
+    changed; results then repeat bit for bit, which they need not across different thread
+    counts). `tuned()` sets it for the duration of aevb's own work and restores it."""
+    global _POLICY, _GOVERNOR
     n = parse_threads(threads, source)
-    if n == "auto":
-        _FIXED, _GOVERNOR = False, None  # a fresh governor: the current count is the ceiling
-        return
+    _POLICY, _GOVERNOR = n, None  # "auto": a fresh governor, the current count is the ceiling
+    if n != "auto":
+        import torch
+        torch.set_num_threads(n)
+
+
+@contextlib.contextmanager
+def tuned(threads: int | str | None = None, enabled: bool = True):
+    """aevb's thread policy for the work inside the block: `threads` if given, else (unless
+    an enclosing `tuned` or the user's `set_threads` chose one already) AEVB_THREADS, else
+    "auto". Nothing with enabled=False or AEVB_NO_TUNING=1 (an explicit `threads` still
+    applies). On exit the policy and PyTorch's thread count are restored."""
+    global _POLICY, _GOVERNOR
     import torch
-    torch.set_num_threads(n)
-    _FIXED = True
+    saved = _POLICY, _GOVERNOR, torch.get_num_threads()
+    if threads is not None:
+        set_threads(threads)
+    elif enabled and not opted_out() and _POLICY is None:
+        set_threads(os.environ.get("AEVB_THREADS", "auto"), source="AEVB_THREADS")
+    try:
+        yield
+    finally:
+        _POLICY, _GOVERNOR = saved[0], saved[1]
+        if torch.get_num_threads() != saved[2]:
+            torch.set_num_threads(saved[2])
 
 
 def parse_threads(threads: int | str, source: str = "threads") -> int | str:
@@ -126,10 +171,11 @@ def parse_threads(threads: int | str, source: str = "threads") -> int | str:
 
 
 def adapt_threads() -> int | None:
-    """Tick the process-wide `ThreadGovernor` (created on first use) unless the thread count
-    is fixed; returns the thread count it chose, None when fixed."""
+    """Tick the process-wide `ThreadGovernor` (created on first use) when the policy is
+    "auto"; returns the thread count it chose, None otherwise (a fixed count, or no policy:
+    outside `tuned` aevb leaves threads alone)."""
     global _GOVERNOR
-    if _FIXED:
+    if _POLICY != "auto":
         return None
     if _GOVERNOR is None:
         _GOVERNOR = ThreadGovernor()

@@ -16,6 +16,8 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
+from .data import Split
+from .evaluation import posterior_means
 from .serialization import CheckpointError, load_tensors, save_tensors, write_json
 
 COVARIANCE_TYPES = ("full", "diag", "tied", "spherical")
@@ -23,7 +25,7 @@ COVARIANCE_TYPES = ("full", "diag", "tied", "spherical")
 
 def _x_and_y(data, y=None):
     """Images and labels from a Split, a (x, y) pair or a tensor."""
-    if hasattr(data, "x"):
+    if isinstance(data, Split):
         return data.x, data.y if y is None else y
     if isinstance(data, (tuple, list)):
         return data[0], data[1] if y is None else y
@@ -34,9 +36,8 @@ def _x_and_y(data, y=None):
 def codes(model, data, y=None, batch_size: int = 1000) -> Tensor:
     """The code of every image (`model.embed`: an autoencoder's code, a VAE's posterior
     mean), computed in batches; (N, latent_dim)."""
-    from .evaluation import posterior_means
     x, y = _x_and_y(data, y)
-    if getattr(model, "num_classes", 0) and y is None:
+    if model.num_classes and y is None:
         raise ValueError("a conditional model needs the images' labels to encode them")
     return posterior_means(model, x, y, batch_size)
 
@@ -90,8 +91,9 @@ class GMMSampler:
 
     def mixture(self) -> torch.distributions.MixtureSameFamily:
         return torch.distributions.MixtureSameFamily(
-            torch.distributions.Categorical(probs=self.weights),
-            torch.distributions.MultivariateNormal(self.means, scale_tril=self.scale_tril))
+            torch.distributions.Categorical(probs=self.weights, validate_args=False),
+            torch.distributions.MultivariateNormal(self.means, scale_tril=self.scale_tril, validate_args=False),
+            validate_args=False)
 
     def log_density(self, z: Tensor) -> Tensor:
         """log p(z) under the mixture, per code."""
@@ -115,9 +117,7 @@ class GMMSampler:
         `model.sample`."""
         p = next(self.model.parameters())
         z = self.sample_codes(n, generator, temperature).to(device=p.device, dtype=p.dtype)
-        from .models.vae import VAE
-        labels = VAE._labels(self.model, n, y)
-        out = self.model.decode(z, labels)
+        out = self.model.decode(z, self.model.class_labels(n, y))
         return out.mean if mean else out.sample()
 
     def save(self, path) -> Path:
@@ -145,7 +145,7 @@ class GMMSampler:
 def samples_per_class(model, n_per_class: int, mean: bool = True) -> Tensor:
     """n_per_class samples of each class of a conditional model, class-major:
     (num_classes * n_per_class, C, H, W), rows 0..n-1 of class 0, then class 1, ..."""
-    k = getattr(model, "num_classes", 0)
+    k = model.num_classes
     if not k:
         raise ValueError("samples per class need a conditional model (trained with conditional: true)")
     if n_per_class < 1:

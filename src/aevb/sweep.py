@@ -46,7 +46,7 @@ def run_dir(out, key: str, value) -> Path:
 
 
 def _complete(d: Path, epochs: int) -> bool:
-    from .report import read_history
+    from .runs import read_history
     h = read_history(d)
     return (d / "checkpoint.safetensors").exists() and bool(h) and h[-1].get("epoch") == epochs
 
@@ -70,7 +70,8 @@ def sweep(config, key: str, values, out, overrides: dict | None = None, progress
         else:
             resume = not overwrite and (d / "checkpoint.safetensors").exists()
             log(f"{key} = {_label(value)}: {'resuming' if resume else 'training'} in {d}")
-            run, ds = config_mod.train_config(cfg, progress=progress, overwrite=overwrite, resume=resume)
+            from .runs import train_config  # imports torch: not at import (aevb --help)
+            run, ds = train_config(cfg, progress=progress, overwrite=overwrite, resume=resume)
             if run.stopped:  # a signal: its run saved a checkpoint; the same call goes on
                 return {"key": key, "values": list(values), "runs": runs, "stopped": run.stopped}
             if figure:  # each run gets its report, as after `aevb train`
@@ -99,8 +100,8 @@ def plot_sweep(out, path=None, n: int = 100, seed: int = 0) -> Path:
     the runs' final test reconstruction term against their KL -> OUT/tradeoff.png."""
     from . import plots
     from .models import load
-    from .report import read_history
     key, runs = load_sweep(out)
+    from .runs import read_history
     last = [(v, (read_history(d) or [{}])[-1]) for v, d in runs]
     points = [(f"{key}={_label(v)}", r["test_rec"], r["test_kl"]) for v, r in last
               if "test_rec" in r and "test_kl" in r]

@@ -1,9 +1,19 @@
-"""The training loop: optimizer, progress bar, metrics, checkpoints, resume.
+"""The training loop, in small functions:
 
-One call, `train(model, dataset, ...)`, minimizes `model.objective(x, y)["loss"]` over
-mini-batches sliced from an in-memory tensor. Reproducible: batch order of epoch e comes
-from a generator seeded with (seed, e), and the global RNG (reparameterization noise,
-dynamic binarization) is saved in every checkpoint, so a resumed run continues exactly.
+    train(model, dataset, ...)        check the arguments; then, with aevb's thread settings
+      start(...)                      device, optimizer, DDP, precision, run directory, resume
+      fit(loop, dataset, callbacks)   epochs until `epochs` or a signal:
+        run_epoch(loop, dataset)        one pass over the training batches, `step` on each
+          step(loop, x, y)                one optimizer step (skipped if non-finite)
+        evaluate_epoch(loop, test)      the test split's mean objective terms
+        end_epoch(loop, record, ...)    metrics.jsonl, checkpoint, TensorBoard, callbacks
+
+`train` minimizes `model.objective(x, y)["loss"]` over mini-batches sliced from an in-memory
+tensor. KL warm-up is a schedule of `beta` passed to the objective (`kl_warmup`; the model
+is never changed), input noise a transform of the batch (`aevb.data.transforms.noisy_inputs`).
+Reproducible: batch order of epoch e comes from a generator seeded with (seed, e), and the
+global RNG (reparameterization noise, dynamic binarization) is saved in every checkpoint
+(`aevb.checkpoint`), so a resumed run continues exactly.
 
 Run directory:
   config.json               the resolved run config (data, model, training)
@@ -24,24 +34,20 @@ import time
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 import torch
 from torch import nn
 
-from . import data as data_mod
 from . import distributed, runtime
-from .evaluation import elbo_terms
-from .models.base import load_state
+from .checkpoint import TrainingError, load_checkpoint, save_checkpoint
+from .data.transforms import noisy_inputs
+from .objectives import objective_terms
+from .optim import OPTIMIZERS, PRECISIONS, make_optimizer
 from .progress import Reporter
-from .serialization import CheckpointError, atomic_write, load_tensors, save_tensors, write_json
+from .serialization import atomic_write, write_json
 
-PRECISIONS = ("fp32", "bf16", "fp16")
-OPTIMIZERS = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW, "rmsprop": torch.optim.RMSprop,
-              "adagrad": torch.optim.Adagrad, "sgd": torch.optim.SGD}
-
-
-class TrainingError(RuntimeError):
-    """Training cannot start or go on; the message says why and what to do."""
+__all__ = ["OPTIMIZERS", "PRECISIONS", "Run", "TrainingError", "kl_warmup", "make_optimizer", "train"]
 
 
 @dataclass
@@ -58,130 +64,309 @@ class Run:
         return self.history[-1] if self.history else {}
 
 
-def make_optimizer(name: str, params, lr: float) -> torch.optim.Optimizer:
-    """Adam / AdamW use the fused kernel (one pass over the parameters per step; measured
-    faster on CPU, benchmarks/README.md), the others the multi-tensor (foreach) one."""
-    if name not in OPTIMIZERS:
-        raise ValueError(f"unknown optimizer {name!r}; choose one of {sorted(OPTIMIZERS)}")
-    kw = {"fused": True} if name in ("adam", "adamw") else {"foreach": True}
-    return OPTIMIZERS[name](params, lr=lr, **kw)
+@dataclass
+class Options:
+    """The settings of one `train` call (see its docstring)."""
+
+    epochs: int = 10
+    batch_size: int = 100
+    lr: float = 1e-3
+    optimizer: str = "adam"
+    seed: int = 0
+    clip_grad: float | None = None
+    warmup_epochs: float = 0.0
+    noise: float = 0.0
+    eval_batch_size: int = 1000
+    max_skips: int = 100
+    precision: str = "fp32"
 
 
-# ----------------------------------------------------------------------------- checkpoints
-def _optimizer_tensors(opt: torch.optim.Optimizer) -> tuple[dict, dict]:
-    sd = opt.state_dict()
-    tensors, scalars = {}, {}
-    for pid, st in sd["state"].items():
-        for k, v in st.items():
-            if torch.is_tensor(v):
-                tensors[f"optim.{pid}.{k}"] = v
-            else:
-                scalars[f"{pid}.{k}"] = v
-    return tensors, {"param_groups": sd["param_groups"], "scalars": scalars}
+@dataclass
+class Loop:
+    """What one training run holds while it runs. `state` is what a checkpoint keeps of the
+    trainer (epoch, step, global_step, skipped, sums of the epoch so far, seed)."""
+
+    model: nn.Module
+    net: nn.Module  # the model, or its DistributedDataParallel wrapper
+    parameters: list
+    opt: torch.optim.Optimizer
+    ctx: distributed.Context
+    options: Options
+    run: Run
+    state: dict
+    steps_per_epoch: int
+    beta: Callable[[int], float | None]
+    transform: Callable
+    autocast: torch.autocast
+    scaler: torch.amp.GradScaler
+    sums: dict = field(default_factory=dict)
+    consecutive: int = 0
+    writer: object = None
+    bar: object = None
+    grad_norm: object = None
+    stop: object = None
+    t0: float = 0.0
 
 
-def _restore_optimizer(opt, tensors: dict, meta: dict) -> None:
-    state: dict = {}
-    for key, v in tensors.items():
-        if key.startswith("optim."):
-            _, pid, k = key.split(".", 2)
-            state.setdefault(int(pid), {})[k] = v
-    for key, v in meta["scalars"].items():
-        pid, k = key.split(".", 1)
-        state.setdefault(int(pid), {})[k] = v
-    opt.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
+def kl_warmup(beta: float | None, warmup_steps: float) -> Callable[[int], float | None]:
+    """The KL weight of global step t (0-based): beta * min(1, (t + 1) / warmup_steps), a
+    linear warm-up from 0 to the model's `beta` (KL annealing); with no warm-up (0 steps)
+    None at every step, that is, the model's own beta."""
+    if not warmup_steps or beta is None:
+        return lambda t: None
+    return lambda t: beta * min(1.0, (t + 1) / warmup_steps)
 
 
-def save_checkpoint(path: Path, model, opt, trainer_state: dict, rng_states=None) -> None:
-    """Everything needed to resume, in one safetensors file written atomically. `rng_states`:
-    one RNG state per rank (default: this process's CPU RNG)."""
-    if not all(torch.isfinite(p).all() for p in model.parameters()):
-        raise TrainingError("refusing to write a checkpoint with non-finite weights; "
-                            f"the last good one is kept at {path}")
-    opt_tensors, opt_meta = _optimizer_tensors(opt)
-    tensors = {f"model.{k}": v for k, v in model.state_dict().items()}
-    tensors.update(opt_tensors)
-    for i, st in enumerate(rng_states or [torch.get_rng_state()]):
-        tensors[f"rng.{i}"] = st
-    meta = {"model_config": model.full_config(), "trainer": trainer_state, "optimizer": opt_meta}
+# ----------------------------------------------------------------------------- train
+def train(model, dataset, *, epochs: int = 10, batch_size: int = 100, lr: float = 1e-3,
+          optimizer: str = "adam", seed: int = 0, clip_grad: float | None = None,
+          warmup_epochs: float = 0.0, noise: float = 0.0, out=None, resume: bool = False,
+          overwrite: bool = False, config: dict | None = None, progress: bool | str = True,
+          tensorboard: bool = True, eval_batch_size: int = 1000, max_skips: int = 100,
+          device: str | None = "auto", precision: str = "fp32", threads: int | str | None = None,
+          tuning: bool = True, callbacks=()) -> Run:
+    """Train `model` on `dataset` by minimizing its objective; returns a `Run`.
+
+    - `batch_size` is the global batch: under torchrun each of W ranks takes batch_size / W
+      images of it, and gradients are averaged (DistributedDataParallel).
+    - `warmup_epochs`: the KL weight passed to the objective rises linearly from 0 to the
+      model's beta over that many epochs (KL annealing); 0 disables it.
+    - `noise`: salt-and-pepper rate applied to training inputs while the clean image stays
+      the target (denoising VAE); 0 disables it.
+    - Non-finite loss or gradients: the step is skipped and counted; every 10 consecutive
+      skips halve the learning rate; more than `max_skips` stops training with an error,
+      keeping the last good checkpoint.
+    - `out`: run directory (metrics, checkpoints); None trains in memory only.
+    - `device`: "auto" (CUDA if present), "cpu", "cuda:1", ...; `precision`: fp32, or bf16 /
+      fp16 autocast, weights kept in fp32 (fp16 with loss scaling; meant for GPUs, it also
+      runs on a CPU, where bf16 is the usual half precision).
+    - `threads`: "auto" (on CPU, the thread count follows the machine's load) or a fixed
+      count, for the duration of training; None: AEVB_THREADS, else auto. `tuning=False`
+      (or AEVB_NO_TUNING=1) leaves the thread count alone (`aevb.runtime.tuned`); PyTorch's
+      thread count is restored when training ends either way.
+    - `callbacks`: functions called as cb(run, record) after each epoch (on rank 0).
+    - `progress`: True (a bar on a terminal, else one line per epoch), "lines", "both" or
+      False (see `aevb.progress`).
+    """
+    options = Options(epochs, batch_size, lr, optimizer, seed, clip_grad, warmup_epochs, noise,
+                      eval_batch_size, max_skips, precision)
+    _check(model, dataset, options)
+    with runtime.tuned(threads, enabled=tuning):
+        loop = start(model, dataset, options, device, out=out, resume=resume, overwrite=overwrite,
+                     config=config, progress=progress, tensorboard=tensorboard)
+        try:
+            fit(loop, dataset, callbacks)
+        finally:
+            loop.bar.close()
+            if loop.writer is not None:
+                loop.writer.close()
+    model.eval()
+    return loop.run
+
+
+def _check(model, dataset, o: Options) -> None:
+    if o.epochs < 0 or o.batch_size < 1 or not 0 < o.lr < math.inf:
+        raise ValueError(f"need epochs >= 0, batch_size >= 1, lr > 0; got {o.epochs}, {o.batch_size}, {o.lr}")
+    if o.clip_grad is not None and not o.clip_grad > 0:  # a negative norm would flip the gradients
+        raise ValueError(f"clip_grad must be a positive number or None, got {o.clip_grad}")
+    if tuple(model.input_shape) != tuple(dataset.shape):
+        raise TrainingError(f"model expects images of shape {tuple(model.input_shape)} but dataset "
+                            f"{dataset.name!r} has {tuple(dataset.shape)}")
+    if o.precision not in PRECISIONS:
+        raise ValueError(f"precision must be fp32, bf16 or fp16, got {o.precision!r}")
+
+
+def start(model, dataset, o: Options, device, *, out, resume: bool, overwrite: bool,
+          config: dict | None, progress: bool | str, tensorboard: bool) -> Loop:
+    """Everything a run needs before its first step: the device (joining the process group
+    under torchrun), optimizer, DDP wrapper, autocast and loss scaler, the seed, the run
+    directory (resuming from its checkpoint), TensorBoard and the progress bar."""
     try:
-        save_tensors(path, tensors, meta)
-    except OSError as e:  # disk full, quota, I/O error: atomic_write kept the previous file
-        raise TrainingError(f"cannot write checkpoint {path} ({e.strerror or e}); the previous "
-                            "checkpoint is kept; free some space and continue with --resume") from None
+        ctx = distributed.setup(device)
+    except ValueError as e:  # an unknown device, or CUDA asked for where there is none
+        raise TrainingError(str(e)) from None
+    if o.batch_size % ctx.world_size:
+        raise TrainingError(f"batch size {o.batch_size} must be divisible by the number of processes "
+                            f"({ctx.world_size})")
+    model.to(ctx.device)
+    net = model
+    if ctx.distributed:
+        net = nn.parallel.DistributedDataParallel(
+            model, device_ids=[ctx.device.index] if ctx.device.type == "cuda" else None)
+    half = torch.float16 if o.precision == "fp16" else torch.bfloat16
+    steps = math.ceil(len(dataset.train) / o.batch_size)
+    parameters = list(model.parameters())
+    loop = Loop(model=model, net=net, parameters=parameters, opt=make_optimizer(o.optimizer, parameters, o.lr),
+                ctx=ctx, options=o, run=Run(model, None), steps_per_epoch=steps,
+                state={"epoch": 0, "step": 0, "global_step": 0, "skipped": 0, "sums": {}, "seed": o.seed},
+                beta=kl_warmup(model.beta, o.warmup_epochs * steps), transform=noisy_inputs(o.noise),
+                autocast=torch.autocast(ctx.device.type, dtype=half, enabled=o.precision != "fp32"),
+                scaler=torch.amp.GradScaler(ctx.device.type, enabled=o.precision == "fp16"))
+    torch.manual_seed(o.seed + ctx.rank)
+    if out is not None:
+        open_run_dir(loop, out, resume, overwrite, config)
+    loop.writer = _tensorboard(loop.run.dir, tensorboard and ctx.main)
+    loop.bar = Reporter(progress if ctx.main else False, total=o.epochs * steps,
+                        initial=loop.state["epoch"] * steps + loop.state["step"], epochs=o.epochs)
+    return loop
 
 
-def load_checkpoint(path: Path, model, opt, ctx: distributed.Context | None = None) -> dict:
-    ctx = ctx or distributed.Context()
-    tensors, meta = load_tensors(path)
-    if "trainer" not in meta:
-        raise CheckpointError(f"{path}: not a training checkpoint written by aevb")
-    if meta.get("model_config") != model.full_config():
-        raise CheckpointError(f"{path}: checkpoint was made for model {meta.get('model_config')}, "
-                              f"not for {model.full_config()}; use the same config to resume")
-    _check_checkpoint(path, tensors, meta, opt)  # reliability: damaged file -> CheckpointError
-    load_state(model, {k[6:]: v for k, v in tensors.items() if k.startswith("model.")}, path)
-    _restore_optimizer(opt, tensors, meta["optimizer"])
-    states = [tensors[k] for k in sorted((k for k in tensors if k.startswith("rng.")),
-                                         key=lambda k: int(k.split(".")[1]))]
-    distributed.set_rng_state(states[ctx.rank % len(states)], ctx)
-    return meta["trainer"]
+def open_run_dir(loop: Loop, out, resume: bool, overwrite: bool, config: dict | None) -> None:
+    """The run directory `out`: created or checked (`prepare_run_dir`, on rank 0); on resume
+    the checkpoint and history are loaded into `loop`, else config.json is written."""
+    model, ctx, run = loop.model, loop.ctx, loop.run
+    params = sum(p.numel() * p.element_size() for p in model.parameters())
+    if ctx.main:
+        run.dir = prepare_run_dir(out, resume, overwrite, need_bytes=4 * params + (1 << 20))
+    distributed.barrier(ctx)
+    run.dir = Path(out)
+    if resume and (run.dir / "checkpoint.safetensors").exists():
+        loop.state = load_checkpoint(run.dir / "checkpoint.safetensors", model, loop.opt, ctx)
+        run.history = loop.state.pop("history")
+        if ctx.main:
+            _rewrite_metrics(run.dir, run.history)
+    elif ctx.main:
+        write_json(run.dir / "config.json", {**(config or {}), "model_config": model.full_config()})
 
 
-def _check_checkpoint(path, tensors: dict, meta: dict, opt) -> None:
-    """Refuse, with a `CheckpointError` naming the file, a checkpoint whose trainer state,
-    optimizer state or RNG state is malformed or non-finite (a damaged file that still parses
-    as safetensors), so that resuming never fails half-way or continues from NaN weights."""
-    def bad(why):
-        raise CheckpointError(f"{path}: damaged checkpoint ({why}); restore a good copy or "
-                              "start again with --overwrite")
+# ----------------------------------------------------------------------------- the loop
+def fit(loop: Loop, dataset, callbacks=()) -> None:
+    """Train epoch after epoch until `epochs` are done or a signal (SIGINT / SIGTERM) asks to
+    stop: then a checkpoint is saved and `run.stopped` names the signal."""
+    o, ctx = loop.options, loop.ctx
+    test = dataset.test[ctx.rank::ctx.world_size]
+    loop.t0 = time.perf_counter()
+    # gradients that change after autograd stores them (DDP averages them, fp16 unscales
+    # them) are normed after backward; all others as they are stored
+    early = not ctx.distributed and o.precision != "fp16"
+    with _StopFlag() as loop.stop, _GradNorm(loop.parameters, early) as loop.grad_norm:
+        while loop.state["epoch"] < o.epochs:
+            if not run_epoch(loop, dataset):  # a signal, mid-epoch: checkpoint and stop
+                loop.state["sums"] = {k: float(v) for k, v in loop.sums.items()}
+                checkpoint(loop)
+                loop.run.stopped = signal.Signals(loop.stop.raised).name
+                return
+            record = {"epoch": loop.state["epoch"] + 1, **_train_means(loop), **evaluate_epoch(loop, test)}
+            end_epoch(loop, record, callbacks)
+            if loop.stop.raised is not None:
+                loop.run.stopped = signal.Signals(loop.stop.raised).name
+                return
 
-    def count(v):
-        return isinstance(v, int) and not isinstance(v, bool) and v >= 0
 
-    trainer, optim = meta.get("trainer"), meta.get("optimizer")
-    if not isinstance(trainer, dict) or not isinstance(optim, dict):
-        bad("no trainer or optimizer state")
-    for k in ("epoch", "step", "global_step", "skipped"):
-        if not count(trainer.get(k)):
-            bad(f"trainer state {k!r} is {trainer.get(k)!r}")
-    sums, history = trainer.get("sums"), trainer.get("history")
-    if not isinstance(sums, dict) or not all(isinstance(v, (int, float)) for v in sums.values()):
-        bad("trainer state 'sums' is not a dict of numbers")
-    if not isinstance(history, list) or not all(isinstance(r, dict) for r in history):
-        bad("trainer state 'history' is not a list of records")
-    groups, scalars = optim.get("param_groups"), optim.get("scalars")
-    if not (isinstance(groups, list) and len(groups) == len(opt.param_groups) and all(
-            isinstance(g, dict) and set(g) == set(o) and isinstance(g["params"], list)
-            and len(g["params"]) == len(o["params"]) for g, o in zip(groups, opt.param_groups))):
-        bad("optimizer parameter groups do not match this optimizer")
-    if not all(isinstance(g["lr"], (int, float)) and 0 < g["lr"] < math.inf for g in groups):
-        bad("optimizer learning rate is not a positive number")
-    params = [p for g in opt.param_groups for p in g["params"]]
-    if not isinstance(scalars, dict) or not all(
-            k.split(".", 1)[0].isdigit() and "." in k and int(k.split(".", 1)[0]) < len(params)
-            for k in scalars):
-        bad("optimizer scalars are malformed")
-    keys: dict[str, set] = {}  # parameter id -> the names of its optimizer state
-    for k in [k[6:] for k in tensors if k.startswith("optim.")] + list(scalars):
-        keys.setdefault(k.split(".", 1)[0], set()).add(k.split(".", 1)[-1])
-    if len({frozenset(v) for v in keys.values()}) > 1 or len(keys) not in (0, len(params)):
-        bad("optimizer state is incomplete")
-    rng = [k for k in tensors if k.startswith("rng.")]
-    if not rng or not (rng == ["rng.torch"] or all(k[4:].isdigit() for k in rng)):
-        bad("no RNG state")
-    n_rng = torch.get_rng_state().numel()
-    for key, v in tensors.items():
-        if key.startswith("rng.") and (v.dtype != torch.uint8 or v.ndim != 1 or v.numel() < n_rng):
-            bad(f"{key} is not an RNG state")
-        if key.startswith("optim."):
-            parts = key.split(".", 2)
-            if len(parts) != 3 or not parts[1].isdigit() or int(parts[1]) >= len(params) or (
-                    v.ndim and v.shape != params[int(parts[1])].shape):
-                bad(f"{key} does not fit this model's parameters")
-        if (key.startswith(("optim.", "model.")) and v.is_floating_point()
-                and not bool(torch.isfinite(v).all())):
-            bad(f"{key} holds non-finite values")
+def run_epoch(loop: Loop, dataset) -> bool:
+    """One pass over the training batches (the rest of it, when resuming mid-epoch); False
+    if a signal stopped it before its end."""
+    o, ctx, state = loop.options, loop.ctx, loop.state
+    loop.model.train()
+    g = torch.Generator().manual_seed(o.seed * 1_000_003 + state["epoch"])
+    loop.sums = {k: torch.tensor(v, device=ctx.device) for k, v in state["sums"].items()}
+    for x, y in dataset.batches(o.batch_size // ctx.world_size, g, start=state["step"],
+                                rank=ctx.rank, world_size=ctx.world_size):
+        step(loop, x, y)
+        state["step"] += 1
+        state["global_step"] += 1
+        loop.bar.update(1)
+        if distributed.any_rank(loop.stop.raised is not None, ctx):
+            loop.stop.raised = loop.stop.raised or signal.SIGTERM
+            break
+    return not (loop.stop.raised is not None and state["step"] < loop.steps_per_epoch)
+
+
+def step(loop: Loop, x: torch.Tensor, y: torch.Tensor | None) -> bool:
+    """One optimizer step on batch (x, y); False if it was skipped (non-finite loss or
+    gradients), which counts towards the divergence guard."""
+    ctx = loop.ctx
+    if ctx.device.type == "cpu":
+        runtime.adapt_threads()
+    x = x.to(ctx.device, non_blocking=True)
+    y = None if y is None else y.to(ctx.device, non_blocking=True)
+    x, target = loop.transform(x)
+    beta = loop.beta(loop.state["global_step"])
+    kw = {k: v for k, v in (("target", target), ("beta", beta)) if v is not None}
+    with loop.autocast:
+        terms = loop.net(x, y, **kw)
+    loss = terms.pop("loss")
+    loop.opt.zero_grad()  # to None: backward then hands its gradient tensors over, no copy
+    ok = math.isfinite(loss.item())
+    if ok:
+        ok = _backward(loop, loss)
+    if not ok:
+        _skipped(loop)
+        return False
+    loop.scaler.step(loop.opt)
+    loop.scaler.update()
+    loop.consecutive = 0
+    for k, v in terms.items():
+        loop.sums[k] = loop.sums.get(k, 0) + v.detach().float().sum()
+    loop.sums["n"] = loop.sums.get("n", 0) + x.shape[0]
+    return True
+
+
+def _backward(loop: Loop, loss: torch.Tensor) -> bool:
+    """Backward, unscaling and clipping; whether the gradient norm is finite."""
+    loop.scaler.scale(loss).backward()
+    loop.scaler.unscale_(loop.opt)
+    norm = loop.grad_norm()
+    if loop.options.clip_grad:
+        nn.utils.clip_grads_with_norm_(loop.parameters, loop.options.clip_grad, norm)
+    return math.isfinite(norm.item())
+
+
+def _skipped(loop: Loop) -> None:
+    if loop.options.precision == "fp16":
+        loop.scaler.update()
+    loop.state["skipped"] += 1
+    loop.consecutive += 1
+    _guard(loop.state["skipped"], loop.consecutive, loop.options.max_skips, loop.opt,
+           loop.state["epoch"], loop.run.dir)
+
+
+def _train_means(loop: Loop) -> dict:
+    totals = distributed.all_sum({k: float(v) for k, v in loop.sums.items()}, loop.ctx)
+    n = totals.pop("n", 1.0)
+    return {f"train_{k}": v / n for k, v in totals.items()}
+
+
+def evaluate_epoch(loop: Loop, test) -> dict:
+    """The mean over the test split of each per-example objective term ("test_elbo", ...):
+    each rank evaluates its share, with the sampling noise of `seed` (the global RNG is left
+    as it was), and the sums are combined over ranks."""
+    terms = objective_terms(loop.model, test.x, test.y, loop.options.eval_batch_size, loop.options.seed)
+    means = {k: v.mean().item() for k, v in terms.items()}
+    sums = distributed.all_sum({k: v * len(test) for k, v in means.items()} | {"n": len(test)}, loop.ctx)
+    n = sums.pop("n")
+    return {f"test_{k}": v / n for k, v in sums.items()}
+
+
+def end_epoch(loop: Loop, record: dict, callbacks=()) -> None:
+    """Close an epoch: its record in the history and metrics.jsonl, a checkpoint, TensorBoard
+    scalars and the callbacks (rank 0)."""
+    run, state = loop.run, loop.state
+    record["seconds"] = round(time.perf_counter() - loop.t0, 3)
+    record["skipped_steps"] = state["skipped"]
+    run.history.append(record)
+    state.update(epoch=state["epoch"] + 1, step=0, sums={})
+    loop.bar.epoch(record)
+    if run.dir is not None and loop.ctx.main:
+        with open(run.dir / "metrics.jsonl", "a") as f:
+            f.write(json.dumps(record) + "\n")
+    checkpoint(loop)
+    if loop.writer is not None:
+        for k, v in record.items():
+            if k != "epoch":
+                loop.writer.add_scalar(k.replace("_", "/", 1), v, record["epoch"])
+        loop.writer.flush()
+    if loop.ctx.main:
+        for cb in callbacks:
+            cb(run, record)
+
+
+def checkpoint(loop: Loop) -> None:
+    """Save the run's checkpoint (rank 0 writes; every rank gives its RNG state)."""
+    rng = distributed.gather(distributed.rng_state(loop.ctx), loop.ctx)  # collective: every rank
+    if loop.run.dir is not None and loop.ctx.main:
+        save_checkpoint(loop.run.dir / "checkpoint.safetensors", loop.model, loop.opt,
+                        {**loop.state, "history": loop.run.history}, rng)
 
 
 # ----------------------------------------------------------------------------- run directory
@@ -283,189 +468,6 @@ class _StopFlag:
     def __exit__(self, *exc):
         for sig, old in self._old.items():
             signal.signal(sig, old)
-
-
-# ----------------------------------------------------------------------------- the loop
-def train(model, dataset, *, epochs: int = 10, batch_size: int = 100, lr: float = 1e-3,
-          optimizer: str = "adam", seed: int = 0, clip_grad: float | None = None,
-          warmup_epochs: float = 0.0, noise: float = 0.0, out=None, resume: bool = False,
-          overwrite: bool = False, config: dict | None = None, progress: bool | str = True,
-          tensorboard: bool = True, eval_batch_size: int = 1000, max_skips: int = 100,
-          device: str | None = "auto", precision: str = "fp32", threads: int | str | None = None,
-          callbacks=()) -> Run:
-    """Train `model` on `dataset` by minimizing its objective; returns a `Run`.
-
-    - `batch_size` is the global batch: under torchrun each of W ranks takes batch_size / W
-      images of it, and gradients are averaged (DistributedDataParallel).
-    - `warmup_epochs`: the KL weight rises linearly from 0 to the model's beta over that many
-      epochs (KL annealing); 0 disables it.
-    - `noise`: salt-and-pepper rate applied to training inputs while the clean image stays
-      the target (denoising VAE); 0 disables it.
-    - Non-finite loss or gradients: the step is skipped and counted; every 10 consecutive
-      skips halve the learning rate; more than `max_skips` stops training with an error,
-      keeping the last good checkpoint.
-    - `out`: run directory (metrics, checkpoints); None trains in memory only.
-    - `device`: "auto" (CUDA if present), "cpu", "cuda:1", ...; `precision`: fp32, or bf16 /
-      fp16 autocast, weights kept in fp32 (fp16 with loss scaling; meant for GPUs, it also
-      runs on a CPU, where bf16 is the usual half precision).
-    - `threads`: "auto" (on CPU, the thread count follows the machine's load) or a fixed
-      count, for this process from now on (`aevb.runtime.set_threads`); None keeps the
-      process's setting (AEVB_THREADS, default auto).
-    - `callbacks`: functions called as cb(run, record) after each epoch (on rank 0).
-    - `progress`: True (a bar on a terminal, else one line per epoch), "lines", "both" or
-      False (see `aevb.progress`).
-    """
-    if epochs < 0 or batch_size < 1 or not 0 < lr < math.inf:
-        raise ValueError(f"need epochs >= 0, batch_size >= 1, lr > 0; got {epochs}, {batch_size}, {lr}")
-    if clip_grad is not None and not clip_grad > 0:  # a negative norm would flip the gradients
-        raise ValueError(f"clip_grad must be a positive number or None, got {clip_grad}")
-    if tuple(model.input_shape) != tuple(dataset.shape):
-        raise TrainingError(f"model expects images of shape {tuple(model.input_shape)} but dataset "
-                            f"{dataset.name!r} has {tuple(dataset.shape)}")
-    if precision not in PRECISIONS:
-        raise ValueError(f"precision must be fp32, bf16 or fp16, got {precision!r}")
-    if threads is not None:
-        runtime.set_threads(threads)
-    try:
-        ctx = distributed.setup(device)
-    except ValueError as e:  # an unknown device, or CUDA asked for where there is none
-        raise TrainingError(str(e)) from None
-    if batch_size % ctx.world_size:
-        raise TrainingError(f"batch size {batch_size} must be divisible by the number of processes "
-                            f"({ctx.world_size})")
-    model.to(ctx.device)
-    parameters = list(model.parameters())
-    opt = make_optimizer(optimizer, parameters, lr)
-    net = model
-    if ctx.distributed:
-        net = nn.parallel.DistributedDataParallel(
-            model, device_ids=[ctx.device.index] if ctx.device.type == "cuda" else None)
-    autocast = torch.autocast(ctx.device.type, dtype=torch.float16 if precision == "fp16" else torch.bfloat16,
-                              enabled=precision != "fp32")
-    scaler = torch.amp.GradScaler(ctx.device.type, enabled=precision == "fp16")
-    run = Run(model, None)
-    state = {"epoch": 0, "step": 0, "global_step": 0, "skipped": 0, "sums": {}, "seed": seed}
-    target_beta = getattr(model, "beta", None)
-    torch.manual_seed(seed + ctx.rank)
-    if out is not None:
-        params = sum(p.numel() * p.element_size() for p in model.parameters())
-        if ctx.main:
-            run.dir = prepare_run_dir(out, resume, overwrite, need_bytes=4 * params + (1 << 20))
-        distributed.barrier(ctx)
-        run.dir = Path(out)
-        if resume and (run.dir / "checkpoint.safetensors").exists():
-            state = load_checkpoint(run.dir / "checkpoint.safetensors", model, opt, ctx)
-            run.history = state.pop("history")
-            if ctx.main:
-                _rewrite_metrics(run.dir, run.history)
-        elif ctx.main:
-            write_json(run.dir / "config.json", {**(config or {}), "model_config": model.full_config()})
-    writer = _tensorboard(run.dir, tensorboard and ctx.main)
-    steps_per_epoch = math.ceil(len(dataset.train) / batch_size)
-    bar = Reporter(progress if ctx.main else False, total=epochs * steps_per_epoch,
-                   initial=state["epoch"] * steps_per_epoch + state["step"], epochs=epochs)
-    test = dataset.test[ctx.rank::ctx.world_size]
-    t0 = time.perf_counter()
-    consecutive = 0
-
-    def checkpoint():
-        rng = distributed.gather(distributed.rng_state(ctx), ctx)  # collective: every rank
-        if run.dir is not None and ctx.main:
-            save_checkpoint(run.dir / "checkpoint.safetensors", model, opt,
-                            {**state, "history": run.history}, rng)
-
-    # gradients that change after autograd stores them (DDP averages them, fp16 unscales
-    # them) are normed after backward; all others as they are stored
-    early = not ctx.distributed and precision != "fp16"
-    with _StopFlag() as stop, _GradNorm(parameters, early) as grad_norm:
-        while state["epoch"] < epochs:
-            epoch = state["epoch"]
-            model.train()
-            g = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
-            sums = {k: torch.tensor(v, device=ctx.device) for k, v in state["sums"].items()}
-            for x, y in dataset.batches(batch_size // ctx.world_size, g, start=state["step"],
-                                        rank=ctx.rank, world_size=ctx.world_size):
-                if ctx.device.type == "cpu":
-                    runtime.adapt_threads()
-                x = x.to(ctx.device, non_blocking=True)
-                y = None if y is None else y.to(ctx.device, non_blocking=True)
-                if warmup_epochs > 0 and target_beta is not None:
-                    model.beta = target_beta * min(1.0, (state["global_step"] + 1) /
-                                                   (warmup_epochs * steps_per_epoch))
-                kw = {}
-                if noise > 0:
-                    x, kw["target"] = data_mod.salt_and_pepper(x.cpu(), noise).to(ctx.device), x
-                with autocast:
-                    terms = net(x, y, **kw)
-                loss = terms.pop("loss")
-                opt.zero_grad()  # to None: backward then hands its gradient tensors over, no copy
-                ok = math.isfinite(loss.item())
-                if ok:
-                    scaler.scale(loss).backward()
-                    scaler.unscale_(opt)
-                    norm = grad_norm()
-                    if clip_grad:
-                        nn.utils.clip_grads_with_norm_(parameters, clip_grad, norm)
-                    ok = math.isfinite(norm.item())
-                if ok:
-                    scaler.step(opt)
-                    scaler.update()
-                    consecutive = 0
-                    for k, v in terms.items():
-                        sums[k] = sums.get(k, 0) + v.detach().float().sum()
-                    sums["n"] = sums.get("n", 0) + x.shape[0]
-                else:
-                    if precision == "fp16":
-                        scaler.update()
-                    state["skipped"] += 1
-                    consecutive += 1
-                    _guard(state["skipped"], consecutive, max_skips, opt, epoch, run.dir)
-                state["step"] += 1
-                state["global_step"] += 1
-                bar.update(1)
-                if distributed.any_rank(stop.raised is not None, ctx):
-                    stop.raised = stop.raised or signal.SIGTERM
-                    break
-            if stop.raised is not None and state["step"] < steps_per_epoch:
-                state["sums"] = {k: float(v) for k, v in sums.items()}
-                checkpoint()
-                run.stopped = signal.Signals(stop.raised).name
-                break
-            totals = distributed.all_sum({k: float(v) for k, v in sums.items()}, ctx)
-            n = totals.pop("n", 1.0)
-            record = {"epoch": epoch + 1, **{f"train_{k}": v / n for k, v in totals.items()}}
-            test_means = elbo_terms(model, test, eval_batch_size, seed)
-            test_sums = distributed.all_sum({k: v * len(test) for k, v in test_means.items()}
-                                            | {"n": len(test)}, ctx)
-            n_test = test_sums.pop("n")
-            record.update({f"test_{k}": v / n_test for k, v in test_sums.items()})
-            record["seconds"] = round(time.perf_counter() - t0, 3)
-            record["skipped_steps"] = state["skipped"]
-            run.history.append(record)
-            state.update(epoch=epoch + 1, step=0, sums={})
-            bar.epoch(record)
-            if run.dir is not None and ctx.main:
-                with open(run.dir / "metrics.jsonl", "a") as f:
-                    f.write(json.dumps(record) + "\n")
-            checkpoint()
-            if writer is not None:
-                for k, v in record.items():
-                    if k != "epoch":
-                        writer.add_scalar(k.replace("_", "/", 1), v, record["epoch"])
-                writer.flush()
-            if ctx.main:
-                for cb in callbacks:
-                    cb(run, record)
-            if stop.raised is not None:
-                run.stopped = signal.Signals(stop.raised).name
-                break
-    bar.close()
-    if writer is not None:
-        writer.close()
-    if target_beta is not None:
-        model.beta = target_beta
-    model.eval()
-    return run
 
 
 def _guard(skipped: int, consecutive: int, max_skips: int, opt, epoch: int, run_dir) -> None:

@@ -30,3 +30,14 @@ def salt_and_pepper(x: Tensor, rate: float, generator: torch.Generator | None = 
     hit = torch.rand(x.shape, generator=generator) < rate
     salt = torch.rand(x.shape, generator=generator) < 0.5
     return torch.where(hit, salt.to(x.dtype), x)
+
+
+def noisy_inputs(rate: float):
+    """A batch transform for a denoising model: x -> (x with a fraction `rate` of its pixels
+    set to 0 or 1 at random (`salt_and_pepper`, drawn from the global RNG), the clean x as
+    the target the model scores); rate 0: x -> (x, None), no target."""
+    def transform(x: Tensor) -> tuple[Tensor, Tensor | None]:
+        if rate == 0:
+            return x, None
+        return salt_and_pepper(x.cpu(), rate).to(x.device), x
+    return transform

@@ -38,8 +38,8 @@ INFO_KEYS = ("dataset", "model", "net", "hidden", "latent_dim", "latent_family",
 def load_run(run_dir, data_dir=None) -> RunData:
     """Read run directory `run_dir` (model, config, test images). Raises aevb's own one-line
     errors (CheckpointError, ConfigError, DataError) when something is missing."""
-    from .. import config as config_mod, data, report
-    run = report.open_run(run_dir)
+    from .. import config as config_mod, data, runs
+    run = runs.open_run(run_dir)
     if not run.config.get("dataset"):
         raise config_mod.ConfigError(f"{run_dir}: no config.json naming the run's dataset; "
                                      "aevb explore needs a run directory written by aevb train")
@@ -64,11 +64,10 @@ def load_run(run_dir, data_dir=None) -> RunData:
 def prior_kind(model) -> str:
     """"standard_normal" when the model's prior is N(0, I), "other" for another prior (binary
     codes), "none" for a model without one (an autoencoder)."""
-    prior = getattr(model, "prior", None)
-    if not callable(prior):
+    if model.prior is None:
         return "none"
-    p = prior()
-    base = getattr(p, "base_dist", p)
+    p = model.prior()
+    base = p.base_dist if isinstance(p, torch.distributions.Independent) else p
     if isinstance(base, torch.distributions.Normal) and bool((base.loc == 0).all()) \
             and bool((base.scale == 1).all()):
         return "standard_normal"

@@ -1,12 +1,14 @@
-"""What every model shares: a registry, a config dict, save / load of one directory."""
+"""The model interface every model declares, a registry, and save / load of one directory."""
 from __future__ import annotations
 
 from pathlib import Path
 
 import torch
-from torch import nn
+from torch import Tensor, nn
+from torch.distributions import Distribution
 
 from ..data import DataError
+from ..objectives import log_px_estimate
 from ..serialization import CheckpointError, load_tensors, read_json, save_tensors, write_json
 
 MODELS: dict[str, type["Model"]] = {}
@@ -21,29 +23,161 @@ def register(name: str):
 
 
 class Model(nn.Module):
-    """A model is built from a plain config dict (`from_config`) and saved as a directory
-    holding `config.json` and `model.safetensors` (`save` / `aevb.load`).
+    """A latent-variable model of images x (N, C, H, W) with codes z (N, latent_dim).
 
-    Subclasses implement `objective(x, y) -> {"loss": scalar, <metric>: per-example (N,)}`;
-    the trainer minimizes "loss" and averages the other entries over the data.
+    Declared by every model (other parts of aevb use these and nothing else):
+    - `input_shape` (C, H, W), `latent_dim`, `num_classes` (0, or the K labels a conditional
+      model takes as `y`), `likelihood` (the family of p(x|z)), `beta` (the KL weight of
+      the loss, 1 unless set), `kl_method` ("analytic" / "mc"; None without a KL term);
+    - `encode(x, y) -> q(z|x)` and `decode(z, y) -> p(x|z)`, torch Distributions with one
+      event per example; `decode` takes z of any leading shape (..., latent_dim);
+    - `prior`: p(z) as a module (it may hold parameters): `model.prior()` is the
+      distribution. `None` for a model without one (a deterministic autoencoder), which
+      then has no density: `has_density` is False, and the ELBO and log p(x) do not apply;
+    - `objective(x, y, target=None, beta=None) -> {"loss": scalar, <term>: (N,)}`: the
+      trainer minimizes "loss" and averages the other terms (nats per example); `beta`
+      (default: the model's) weighs the KL term of the loss only; `target` is the image
+      scored when x is a corrupted copy (denoising). The model is never changed by it
+      beyond its running statistics;
+    - `sample_latents(n, temperature)`, `sample(n, y, temperature=1)`, `reconstruct(x, y)`,
+      `embed(x, y)`.
+    Built from a plain config dict (`from_config`, the keys of `settings`) and saved as a
+    directory holding `config.json` and `model.safetensors` (`save` / `aevb.load`).
     """
 
     kind = "model"
+    #: config keys a model takes (besides input_shape and num_classes, which the data give)
+    settings: tuple[str, ...] = ()
+    beta = 1.0
+    kl_method: str | None = None
     config: dict
+
+    def __init__(self, input_shape, latent_dim: int, num_classes: int = 0, hidden=()):
+        super().__init__()
+        self.input_shape = check_sizes(input_shape, latent_dim, hidden)
+        self.latent_dim, self.num_classes = latent_dim, num_classes
+        self.prior = None  # a model with a prior sets a module here
+
+    # -- configs
+    @classmethod
+    def upgrade_config(cls, config: dict) -> dict:
+        """`config` as this version writes it (keys renamed or added since older versions)."""
+        return dict(config)
 
     @classmethod
     def from_config(cls, config: dict) -> "Model":
+        return cls(**cls.upgrade_config(config))
+
+    def full_config(self) -> dict:
+        return {"model": self.kind, **self.config}
+
+    # -- the declared parts
+    @property
+    def has_density(self) -> bool:
+        """Whether the model defines p(x) = integral of p(x|z) p(z) dz with a posterior
+        q(z|x) that has a density: its ELBO and importance-sampled log p(x) exist."""
+        return self.prior is not None
+
+    def encode(self, x: Tensor, y: Tensor | None = None) -> Distribution:
         raise NotImplementedError
 
-    def objective(self, x, y=None) -> dict:
+    def decode(self, z: Tensor, y: Tensor | None = None) -> Distribution:
+        """p(x|z) over whole images, batch shape z.shape[:-1]. This default runs
+        `self.decoder` (z, with the one-hot label of a conditional model appended, to
+        per-pixel parameters) on rows of z and gives its output to `self.likelihood`."""
+        c = self.condition(y)
+        h = z if c is None else torch.cat([z, c], -1)
+        out = self.decoder(h.reshape(-1, h.shape[-1]))
+        return self.likelihood(out.view(*h.shape[:-1], *out.shape[1:]), 3)
+
+    def objective(self, x: Tensor, y: Tensor | None = None, target: Tensor | None = None,
+                  beta: float | None = None) -> dict:
         raise NotImplementedError
 
     def forward(self, x, y=None, **kw) -> dict:
         """The objective, so that wrappers such as DistributedDataParallel see the computation."""
         return self.objective(x, y, **kw)
 
-    def full_config(self) -> dict:
-        return {"model": self.kind, **self.config}
+    def latent_distribution(self) -> Distribution:
+        """The distribution `sample` draws codes from: the prior p(z) (an autoencoder: a
+        Gaussian fitted to its training codes)."""
+        return self.prior()
+
+    @torch.no_grad()
+    def sample_latents(self, n: int, temperature: float = 1.0) -> Tensor:
+        """n codes (n, latent_dim) from `latent_distribution`, its spread around its mean
+        scaled by `temperature` T: z = mean + T (z' - mean); for the standard normal prior
+        z = T eps. Binary codes have no spread to scale (T must be 1)."""
+        d = self.latent_distribution()
+        z = d.sample((n,))
+        if temperature == 1:
+            return z
+        if not temperature > 0:
+            raise ValueError(f"temperature must be a positive number, got {temperature!r}")
+        if d.support.is_discrete:
+            raise ValueError("temperature applies to continuous latents, not to binary codes")
+        return d.mean + temperature * (z - d.mean)
+
+    @torch.no_grad()
+    def sample(self, n: int, y: Tensor | int | None = None, mean: bool = True,
+               temperature: float = 1.0) -> Tensor:
+        """n images from p(z) p(x|z): decoder means (default) or random draws.
+
+        A conditional model takes labels `y`: a tensor of n labels, or one int for all; when
+        none are given it cycles through the classes (0, 1, ..., K-1, 0, ...). `temperature`
+        T scales the spread of the codes (`sample_latents`)."""
+        y = self.class_labels(n, y)
+        p = self.decode(self.sample_latents(n, temperature), y)
+        return p.mean if mean else p.sample()
+
+    @torch.no_grad()
+    def reconstruct(self, x: Tensor, y: Tensor | None = None) -> Tensor:
+        """Decoder mean at the posterior mean: E[x | z = E_q z]."""
+        return self.decode(self.encode(x, y).mean, y).mean
+
+    @torch.no_grad()
+    def embed(self, x: Tensor, y: Tensor | None = None) -> Tensor:
+        """The code of each image: the posterior mean E_q[z] (N, latent_dim); for binary
+        codes the probabilities q(z_j = 1 | x)."""
+        return self.encode(x, y).mean
+
+    def log_likelihood(self, x: Tensor, y: Tensor | None = None, samples: int = 5000, **kw) -> Tensor:
+        """Importance-sampled estimate of log p(x) per example (N,), in nats, with K =
+        `samples` (`aevb.objectives.log_px_estimate`; keywords rows, batch_size, seed; the
+        numbers of `aevb.evaluation.importance_sampling`). Only for a model with a density."""
+        if not self.has_density:
+            raise ValueError(f"a {self.kind} model has no density p(x): no log-likelihood")
+        check_shape(self, x)
+        return log_px_estimate(self, x, y, samples, **kw)["log_px"].to(x.dtype)
+
+    # -- conditioning on labels
+    def condition(self, y: Tensor | None) -> Tensor | None:
+        """The one-hot labels (..., num_classes) a conditional model's networks see; None for
+        a model that is not conditional."""
+        if not self.num_classes:
+            return None
+        if y is None:
+            raise ValueError("this is a conditional model: pass the labels y")
+        return nn.functional.one_hot(y, self.num_classes).to(torch.get_default_dtype())
+
+    def class_labels(self, n: int, y=None) -> Tensor | None:
+        """n labels for a conditional model: `y` (a tensor of n, or one int for all), else
+        0, 1, ..., K-1, 0, ... (checked); None for a model that is not conditional."""
+        if not self.num_classes:
+            if y is not None:
+                raise ValueError("labels y given, but this model is not conditional")
+            return None
+        device = device_of(self)
+        if y is None:
+            return torch.arange(n, device=device) % self.num_classes
+        y = torch.as_tensor(y, device=device).long()
+        if y.dim() == 0:
+            y = y.expand(n)
+        if y.shape != (n,):
+            raise ValueError(f"need {n} labels, got shape {tuple(y.shape)}")
+        if (y < 0).any() or (y >= self.num_classes).any():
+            raise ValueError(f"labels must be in 0..{self.num_classes - 1}")
+        return y
 
     def save(self, directory) -> Path:
         directory = Path(directory)
@@ -51,6 +185,12 @@ class Model(nn.Module):
         save_tensors(directory / "model.safetensors", self.state_dict(), self.full_config())
         write_json(directory / "config.json", self.full_config())
         return directory
+
+
+def check_choice(key: str, value, allowed) -> None:
+    """A ValueError naming `key` and the allowed values unless `value` is one of them."""
+    if value not in allowed:
+        raise ValueError(f"{key} must be one of {', '.join(allowed)}; got {value!r}")
 
 
 def check_sizes(input_shape, latent_dim: int, hidden=()) -> tuple[int, int, int]:
@@ -70,6 +210,16 @@ def check_shape(model, x, what: str = "images") -> None:
     if tuple(x.shape[1:]) != tuple(model.input_shape):
         raise DataError(f"{what} have shape {tuple(x.shape[1:])} but the model expects "
                         f"{tuple(model.input_shape)}")
+
+
+def upgrade_config(config):
+    """A model config (`Model.full_config`) of any aevb version as this version writes it;
+    anything that is not a known model's config is returned as it is."""
+    if not isinstance(config, dict) or not isinstance(config.get("model"), str) \
+            or config["model"] not in MODELS:
+        return config
+    return {"model": config["model"], **MODELS[config["model"]].upgrade_config(
+        {k: v for k, v in config.items() if k != "model"})}
 
 
 def from_config(config: dict) -> Model:
@@ -94,10 +244,8 @@ def load_state(model: nn.Module, state: dict, source) -> None:
     model.load_state_dict(state)
 
 
-def load(path) -> Model:
-    """Load a model: from a run directory (its latest checkpoint), a checkpoint file, or a
-    directory written by `Model.save`. Weights are safetensors, so loading runs no code."""
-    path = Path(path)
+def _read_checkpoint(path: Path) -> tuple[dict, dict, Path]:
+    """(model config, weights, the file read) of a run directory, checkpoint or saved model."""
     if path.name == "model.safetensors" and path.is_file():  # the weights file of a saved model
         path = path.parent
     ckpt = path / "checkpoint.safetensors" if path.is_dir() else path
@@ -108,18 +256,24 @@ def load(path) -> Model:
         tensors, meta = load_tensors(ckpt)
         if "model_config" not in meta:
             raise CheckpointError(f"{ckpt}: no model config in this checkpoint; not written by aevb")
-        config = meta["model_config"]
         state = {k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")}
-    elif (path / "config.json").exists():
+        return meta["model_config"], state, ckpt
+    if (path / "config.json").exists():
         config = read_json(path / "config.json")
         if isinstance(config, dict) and "model_config" in config:  # a run's config.json
             raise CheckpointError(f"{path}: this run directory has no checkpoint.safetensors yet "
                                   "(the run stopped before its first epoch ended)")
         ckpt = path / "model.safetensors"
-        state, _ = load_tensors(ckpt)
-    else:
-        raise CheckpointError(f"{path}: no checkpoint.safetensors or config.json here; expected a "
-                              "run directory, a checkpoint file or a directory written by model.save()")
+        return config, load_tensors(ckpt)[0], ckpt
+    raise CheckpointError(f"{path}: no checkpoint.safetensors or config.json here; expected a "
+                          "run directory, a checkpoint file or a directory written by model.save()")
+
+
+def load(path) -> Model:
+    """Load a model: from a run directory (its latest checkpoint), a checkpoint file, or a
+    directory written by `Model.save`. Weights are safetensors, so loading runs no code.
+    Checkpoints of earlier versions load too (their configs are upgraded, `upgrade_config`)."""
+    config, state, ckpt = _read_checkpoint(Path(path))
     if not isinstance(config, dict):
         raise CheckpointError(f"{ckpt}: damaged checkpoint (its model config is not a JSON object)")
     try:  # a damaged or foreign config: unknown keys, bad values, impossible sizes
