@@ -2,19 +2,41 @@
 
 Conventions: log-likelihoods are summed over pixels and averaged over examples, in nats
 per example; the KL weight is `beta` (1 unless set).
+
+The submodules and `VAE`, `load`, `Run`, `train` are imported on first use (PEP 562), so
+that `import aevb` (and the `aevb` command's start) does not import torch: a Ctrl-C while
+torch loads then reaches the command's handler instead of ending in a traceback.
 """
+import importlib
 import os
+import warnings
 
 from . import runtime
 
 runtime.thread_default()  # before torch is imported: see aevb.runtime
 runtime.malloc_default()
-
-from . import data, distributions, evaluation, models, objectives  # noqa: E402
-from .models import VAE, load  # noqa: E402
-from .training import Run, train  # noqa: E402
-
-runtime.set_threads(os.environ.get("AEVB_THREADS", "auto"), source="AEVB_THREADS")
+try:
+    runtime.set_threads(os.environ.get("AEVB_THREADS", "auto"), source="AEVB_THREADS")
+except ValueError as _e:  # a bad environment variable must not make `import aevb` fail
+    warnings.warn(f"{_e}; using auto", stacklevel=2)
 
 __version__ = "0.1.0"
 __all__ = ["VAE", "Run", "data", "distributions", "evaluation", "load", "models", "objectives", "train"]
+
+_ATTRIBUTES = {"VAE": "models", "load": "models", "Run": "training", "train": "training"}
+
+
+def __getattr__(name: str):
+    if name in _ATTRIBUTES:
+        return getattr(importlib.import_module(f".{_ATTRIBUTES[name]}", __name__), name)
+    if not name.startswith("_"):
+        try:
+            return importlib.import_module(f".{name}", __name__)
+        except ModuleNotFoundError as e:
+            if e.name != f"{__name__}.{name}":
+                raise
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(set(globals()) | set(__all__))

@@ -1,13 +1,21 @@
 """The `aevb` command: it parses arguments and calls the library, nothing more.
 
     aevb train [CONFIG.yaml] [--flag value ...]    train; flags override the YAML file
-    aevb sample RUN -n 64 -o samples.png           draw from a trained model
+    aevb sample RUN -n 64                          draw from a trained model (-> RUN/samples.png)
     aevb datasets                                  list the registered datasets
+
+Outputs go into the run directory unless -o names another file; an existing file is replaced
+only with --overwrite, and only if aevb wrote it (aevb.rundir). Every failure is one line on
+stderr, `aevb CMD: error: ...`, naming the problem and the way out, with exit status 2; an
+unexpected exception (a bug in aevb) is one line too, `aevb CMD: internal error: ...`, with
+exit status 70 (AEVB_TRACEBACK=1 shows its traceback); Ctrl-C exits with 130.
 """
 from __future__ import annotations
 
 import argparse
 import json
+import math
+import os
 import signal
 import sys
 from pathlib import Path
@@ -42,6 +50,25 @@ def _train_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-figures", action="store_true", help="skip figures at the end")
 
 
+def _output_arguments(p, default: str) -> None:
+    p.add_argument("-o", "--output", default=None, help=f"output file (default: {default})")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace the output file if it exists (only a file aevb wrote)")
+
+
+def _output(args, default) -> Path:
+    """Where a command writes: -o, else `default` (in the run directory); checked and claimed
+    by aevb.rundir.output_file (an existing file only with --overwrite, only aevb's)."""
+    from . import rundir
+    return rundir.output_file(args.output or default, args.overwrite)
+
+
+def _in_run(run, name: str) -> Path:
+    """RUN/name for a run directory, or name beside a checkpoint file."""
+    run = Path(run)
+    return (run if run.is_dir() else run.parent) / name
+
+
 def _default(f):
     import dataclasses
     return f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
@@ -49,19 +76,24 @@ def _default(f):
 
 @command("train", "train a model (YAML config and/or flags)")
 def cmd_train(args) -> int:
+    from . import rundir
     overrides = {k: getattr(args, k) for k in config_mod.FIELDS}
     source = args.config
+    if args.resume and args.overwrite:
+        raise config_mod.ConfigError("--resume and --overwrite exclude each other: continue the run, "
+                                     "or replace it")
     if source is None and args.resume and args.out:  # resuming needs only --out
+        rundir.check_run(args.out)  # a run directory, before its config.json is read
         source = Path(args.out) / "config.json"
     cfg = config_mod.make_config(source, **overrides)
-    name = Path(args.config).stem if args.config else \
-        f"{cfg.dataset.replace(':', '-').replace('/', '-')}-{cfg.model}-z{cfg.latent_dim}"
-    cfg.out = cfg.out or str(Path("runs") / name)
+    name = Path(args.config).stem if args.config else f"{cfg.dataset}-{cfg.model}-z{cfg.latent_dim}"
+    cfg.out = cfg.out or str(Path("runs") / rundir.safe_name(name))
     run, ds = config_mod.train_config(cfg, progress=not args.no_progress, overwrite=args.overwrite,
                                       resume=args.resume)
     if run.stopped:
         print(f"stopped by {run.stopped}; checkpoint saved. Continue with: aevb train --resume --out {cfg.out}")
         return 128 + signal.Signals[run.stopped]  # the shell's convention: 130 SIGINT, 143 SIGTERM
+    _check_outcome(run, math.ceil(len(ds.train) / cfg.batch_size))
     if not args.no_figures:
         _figures(run, ds)
     last = run.last
@@ -70,21 +102,36 @@ def cmd_train(args) -> int:
     return 0
 
 
+def _check_outcome(run, steps_per_epoch: int) -> None:
+    """A run that ends with a non-finite test ELBO, or that skipped most of its steps, failed."""
+    from .training import TrainingError
+    last = run.last
+    bad = [k for k, v in last.items() if k.startswith("test_") and isinstance(v, float) and not math.isfinite(v)]
+    where = f"; its checkpoint is in {run.dir}" if run.dir else ""
+    if bad:
+        raise TrainingError(f"the run ended with a non-finite {bad[0]} ({last[bad[0]]}): the model is "
+                            f"not usable; lower the learning rate, use fp32 or set clip_grad{where}")
+    steps, skipped = last.get("epoch", 0) * steps_per_epoch, last.get("skipped_steps", 0)
+    if steps and skipped > steps / 2:
+        raise TrainingError(f"{skipped} of {steps} training steps were skipped (non-finite loss or "
+                            f"gradients): the model is not trustworthy; lower the learning rate{where}")
+
+
 def _figures(run, ds) -> None:
-    from . import plots
-    plots.curves(run.history, run.dir / "elbo.png")
-    plots.samples(run.model, run.dir / "samples.png")
-    plots.reconstructions(run.model, ds.test, run.dir / "reconstructions.png")
+    from . import plots, rundir
+    plots.curves(run.history, rundir.output_file(run.dir / "elbo.png", overwrite=True))
+    plots.samples(run.model, rundir.output_file(run.dir / "samples.png", overwrite=True))
+    plots.reconstructions(run.model, ds.test, rundir.output_file(run.dir / "reconstructions.png", overwrite=True))
     from . import report  # the HTML report (figures kept cheap: no t-SNE, no log p(x))
-    print(f"report: {report.write_report(run.dir, model=run.model, dataset=ds, fast=True)}")
+    print(f"report: {report.write_report(run.dir, model=run.model, dataset=ds, fast=True, overwrite=True)}")
 
 
 # ----------------------------------------------------------------------------- sample
 def _sample_arguments(p):
     p.add_argument("run", help="run directory or checkpoint")
     p.add_argument("-n", type=_positive_int, default=64, help="number of samples")
-    p.add_argument("-o", "--output", default="samples.png", help="PNG file")
-    p.add_argument("--seed", type=int, default=0)
+    _output_arguments(p, "RUN/samples.png")
+    p.add_argument("--seed", type=_seed, default=0)
     p.add_argument("--per-class", type=_positive_int, default=None, metavar="N",
                    help="conditional model: N samples of each class, one row per class")
     p.add_argument("--gmm", type=_positive_int, default=None, metavar="K",
@@ -109,6 +156,13 @@ _positive_int = _at_least(1, "a positive integer")
 _count = _at_least(0, "a non-negative integer")
 
 
+def _seed(text: str) -> int:
+    n = _count(text)
+    if n > config_mod.MAX_SEED:
+        raise argparse.ArgumentTypeError(f"a seed is at most {config_mod.MAX_SEED}, got {text!r}")
+    return n
+
+
 def _labels(text: str) -> list[int]:
     try:
         labels = [int(t) for t in text.replace(",", " ").split()]
@@ -127,9 +181,10 @@ def cmd_sample(args) -> int:
     from .models import load
     torch.manual_seed(args.seed)
     model = load(args.run)
+    out = _output(args, _in_run(args.run, "samples.png"))
     if getattr(args, "per_class", None) or getattr(args, "gmm", None):
-        return _sample_special(args, model)
-    print(plots.save_grid(args.output, model.sample(args.n)))
+        return _sample_special(args, model, out)
+    print(plots.save_grid(out, model.sample(args.n)))
     return 0
 
 
@@ -142,7 +197,7 @@ def cmd_datasets(args) -> int:
 
 
 # ----------------------------------------------------------------------------- models: sample extras, score, impute
-def _sample_special(args, model) -> int:
+def _sample_special(args, model, out) -> int:
     """`aevb sample --per-class N` (conditional models) and `--gmm K` (codes from a mixture)."""
     import torch
 
@@ -156,6 +211,9 @@ def _sample_special(args, model) -> int:
         train_split = uses.run_images(cfg, "train")
         sampler = samplers.GMMSampler.fit(model, train_split, args.gmm, seed=args.seed)
         if Path(args.run).is_dir():
+            from . import rundir
+            for suffix in (".safetensors", ".json"):
+                rundir.output_file(Path(args.run) / f"gmm-{args.gmm}{suffix}", args.overwrite)
             print(sampler.save(Path(args.run) / f"gmm-{args.gmm}"))
         torch.manual_seed(args.seed)
     if args.per_class:
@@ -166,7 +224,7 @@ def _sample_special(args, model) -> int:
         images, nrow = sampler.sample(len(y), y), args.per_class
     else:
         images, nrow = sampler.sample(args.n), None
-    print(plots.save_grid(args.output, images, nrow=nrow))
+    print(plots.save_grid(out, images, nrow=nrow))
     return 0
 
 
@@ -177,13 +235,14 @@ def _images_arguments(p, default_out: str) -> None:
     p.add_argument("--split", default="test", help="split of a dataset: test (default) or train")
     p.add_argument("--data-dir", default=None, help="read the dataset's files from here")
     p.add_argument("--limit", type=_positive_int, default=None, help="use only N images (a fixed random choice)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("-o", "--output", default=default_out)
+    p.add_argument("--seed", type=_seed, default=0)
+    _output_arguments(p, f"RUN/{default_out}")
 
 
 def _run_images(args):
     from . import uses
     from .models import load
+    from .models.base import check_labels
     model = load(args.run)
     cfg = uses.run_config(args.run)
     spec = args.images or (cfg.dataset if cfg else None)
@@ -191,6 +250,7 @@ def _run_images(args):
         raise config_mod.ConfigError(f"{args.run} has no run config naming its dataset; pass IMAGES")
     split = uses.load_images(spec, cfg, args.split, args.data_dir, args.limit)
     uses.check_shape(model, split.x, f"images of {spec}")
+    check_labels(model, split.y, f"labels of {spec}")
     return model, cfg, spec, split
 
 
@@ -211,10 +271,14 @@ def _score_arguments(p):
 
 @command("score", "anomaly score per image (-log p(x), importance-sampled) and ROC-AUC")
 def cmd_score(args) -> int:
+    import io
+
     import numpy as np
 
     from . import uses
+    from .serialization import atomic_write
     model, cfg, spec, split = _run_images(args)
+    output = _output(args, _in_run(args.run, "scores.csv"))
     scores = uses.anomaly_scores(model, split.x, samples=args.samples, seed=args.seed)
     background = None
     if args.ratio:
@@ -248,10 +312,11 @@ def cmd_score(args) -> int:
                    mean_score_reference=float(ref_scores.mean()),
                    auc=uses.roc_auc(ref_scores, scores))
     labels = split.y.numpy() if split.y is not None else np.full(len(scores), -1)
-    Path(args.output).parent.mkdir(parents=True, exist_ok=True)
-    np.savetxt(args.output, np.stack([np.arange(len(scores)), labels, scores.numpy()], 1),
+    buf = io.BytesIO()
+    np.savetxt(buf, np.stack([np.arange(len(scores)), labels, scores.numpy()], 1),
                fmt=["%d", "%d", "%.4f"], delimiter=",", header="index,label,score", comments="")
-    out["scores_file"] = args.output
+    atomic_write(output, buf.getvalue())
+    out["scores_file"] = str(output)
     print(json.dumps(out))
     return 0
 
@@ -273,6 +338,7 @@ def cmd_impute(args) -> int:
 
     from . import uses
     model, cfg, spec, split = _run_images(args)
+    output = _output(args, _in_run(args.run, "impute.png"))
     x = split.x[:args.n]
     y = None if split.y is None else split.y[:args.n]
     try:
@@ -293,7 +359,7 @@ def cmd_impute(args) -> int:
     if res.acceptance is not None:
         out["acceptance"] = res.acceptance
     k = min(args.show, len(x))
-    out["figure"] = str(uses.imputation_figure(args.output, x[:k], mask[:k], res.filled[:k]))
+    out["figure"] = str(uses.imputation_figure(output, x[:k], mask[:k], res.filled[:k]))
     print(json.dumps(out))
     return 0
 
@@ -324,9 +390,9 @@ def _eval_arguments(p):
                    help="latent vectors per decoder call while importance sampling (default: 2000)")
     p.add_argument("--denoise", type=_rates, default=None, metavar="RATES",
                    help="also the denoising error at these salt-and-pepper rates, e.g. 0.1,0.2,0.3,0.5")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=_seed, default=0)
     p.add_argument("--data-dir", default=None, help="read the dataset's files from here")
-    p.add_argument("-o", "--output", default=None, help="JSON file (default: RUN/eval.json)")
+    _output_arguments(p, "RUN/eval.json")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
@@ -338,7 +404,9 @@ def cmd_eval(args) -> int:
     from tqdm.auto import tqdm
 
     from . import __version__, evaluation, report
+    from .serialization import atomic_write
     run = report.open_run(args.run)
+    out = _output(args, run.dir / "eval.json")
     ds = report.run_dataset(run.config, args.data_dir)
     n = len(ds.test) if args.limit is None else min(args.limit, len(ds.test))
     bar = tqdm(total=n, disable=args.no_progress or not args.nll_samples, unit="image",
@@ -355,8 +423,7 @@ def cmd_eval(args) -> int:
     res = {"run": str(run.dir), "dataset": ds.name, "classes": run.config.get("classes"),
            "split": "test", "binarize": ds.binarize, "aevb": __version__,
            "date": datetime.datetime.now().isoformat(timespec="seconds"), **res}
-    out = Path(args.output) if args.output else run.dir / "eval.json"
-    out.write_text(json.dumps(res, indent=2) + "\n")
+    atomic_write(out, (json.dumps(res, indent=2) + "\n").encode())
     print(evaluation.format_table(res))
     print(f"written to {out}")
     return 0
@@ -375,7 +442,7 @@ def _plot_arguments(p):
     from .plots import KINDS
     p.add_argument("run", help="run directory (for latent-sweep: a directory written by aevb sweep)")
     p.add_argument("kind", choices=[*KINDS, "latent-sweep"], help="which figure")
-    p.add_argument("-o", "--output", default=None, help="PNG file (default: RUN/figures/KIND.png)")
+    _output_arguments(p, "RUN/figures/KIND.png")
     p.add_argument("-n", type=_positive_int, default=None,
                    help="how many images (samples, recon, denoise), points (latent), grid size "
                         "(manifold) or pairs (interpolate)")
@@ -385,7 +452,7 @@ def _plot_arguments(p):
     p.add_argument("--per-class", type=_positive_int, default=None, metavar="N",
                    help="samples of a conditional model: N per class, one column per class")
     p.add_argument("--no-tsne", action="store_true", help="latent: PCA only (t-SNE takes seconds)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=_seed, default=0)
     p.add_argument("--data-dir", default=None, help="read the dataset's files from here")
 
 
@@ -395,19 +462,20 @@ def cmd_plot(args) -> int:
     from .evaluation import NotApplicable
     if args.kind == "latent-sweep":
         from .sweep import plot_sweep
-        print(plot_sweep(args.run, args.output, **({} if args.n is None else {"n": args.n}), seed=args.seed))
+        print(plot_sweep(args.run, args.output, **({} if args.n is None else {"n": args.n}), seed=args.seed,
+                         overwrite=args.overwrite))
         return 0
     run = report.open_run(args.run)
+    out = _output(args, run.dir / "figures" / f"{args.kind}.png")
     ds = None
     if args.kind in ("recon", "latent", "interpolate", "denoise"):
         ds = report.run_dataset(run.config, args.data_dir)
-    out = Path(args.output) if args.output else run.dir / "figures" / f"{args.kind}.png"
     try:
         print(plots.make(args.kind, run.model, ds, out, history=run.history, n=args.n, dims=args.dims,
                          rate=args.rate, tsne=not args.no_tsne, seed=args.seed, label=args.label,
                          per_class=args.per_class))
     except (NotApplicable, ValueError) as e:
-        print(f"aevb plot: {args.kind}: {e}", file=sys.stderr)
+        print(f"aevb plot: error: {args.kind}: {_one_line(e)}", file=sys.stderr)
         return 2
     return 0
 
@@ -415,7 +483,7 @@ def cmd_plot(args) -> int:
 # ----------------------------------------------------------------------------- report
 def _report_arguments(p):
     p.add_argument("run", help="run directory")
-    p.add_argument("-o", "--output", default=None, help="HTML file (default: RUN/report.html)")
+    _output_arguments(p, "RUN/report.html (figures in RUN/figures/)")
     p.add_argument("--no-tsne", action="store_true", help="latent space by PCA only (faster)")
     p.add_argument("--fast", action="store_true", help="cheap figures (as at the end of training)")
     p.add_argument("--data-dir", default=None, help="read the dataset's files from here")
@@ -424,7 +492,7 @@ def _report_arguments(p):
 @command("report", "one self-contained HTML page with the run's config, numbers and figures")
 def cmd_report(args) -> int:
     from . import report
-    print(report.write_report(args.run, out=args.output, fast=args.fast,
+    print(report.write_report(args.run, out=args.output, fast=args.fast, overwrite=args.overwrite,
                               tsne=False if args.no_tsne else None, data_dir=args.data_dir))
     return 0
 
@@ -447,7 +515,8 @@ def _sweep_arguments(p):
                        metavar=key.upper(), help="the same for every run")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="any other config key, the same for every run (repeatable)")
-    p.add_argument("--overwrite", action="store_true", help="retrain runs that are already complete")
+    p.add_argument("--overwrite", action="store_true",
+                   help="retrain runs that are already complete (replacing only aevb's files)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
 
 
@@ -484,8 +553,16 @@ ARGUMENTS.update({"eval": _eval_arguments, "plot": _plot_arguments, "report": _r
                   "sweep": _sweep_arguments})
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse, with its errors on one line (`aevb CMD: error: ...`), exit status 2."""
+
+    def error(self, message):
+        print(f"{self.prog}: error: {_one_line(message)} (see {self.prog} --help)", file=sys.stderr)
+        sys.exit(2)
+
+
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="aevb", description="Variational autoencoders: train, evaluate, show.")
+    p = _Parser(prog="aevb", description="Variational autoencoders: train, evaluate, show.")
     sub = p.add_subparsers(dest="command", required=True)
     for name, (fn, help) in COMMANDS.items():
         sp = sub.add_parser(name, help=help, description=help)
@@ -493,27 +570,62 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
+def _one_line(e) -> str:
+    """A message on one line of printable characters (paths may hold newlines, escapes)."""
+    text = " ".join(str(e).split())
+    return "".join(c if c.isprintable() else "?" for c in text)
+
+
+def _out_of_memory(e: BaseException) -> bool:
+    torch = sys.modules.get("torch")
+    if torch is not None and isinstance(e, getattr(torch, "OutOfMemoryError", ())):
+        return True
+    text = str(e).lower()
+    return isinstance(e, RuntimeError) and any(
+        w in text for w in ("out of memory", "can't allocate memory", "not enough memory"))
+
+
 def main(argv=None) -> int:
+    """Run one command; returns the exit status (0, 2 for any failure, 70 for a bug of aevb,
+    130 for Ctrl-C). Nothing is imported before the handlers below are in place, so even a
+    Ctrl-C while torch is imported ends in one line."""
+    name = "aevb"
+    try:
+        args = parser().parse_args(argv)
+        name = f"aevb {args.command}"
+        return COMMANDS[args.command][0](args)
+    except KeyboardInterrupt:
+        print(f"{name}: interrupted", file=sys.stderr)
+        return 130
+    except BaseException as e:  # noqa: BLE001 - every failure becomes one line
+        if isinstance(e, SystemExit):
+            raise
+        status, message = _failure(e)
+        print(f"{name}: {message}", file=sys.stderr)
+        if status == 70 and os.environ.get("AEVB_TRACEBACK"):
+            raise
+        return status
+
+
+def _failure(e: BaseException) -> tuple[int, str]:
+    """(exit status, one-line message) of an exception that ended a command."""
     from .data import DataError
+    from .rundir import RunDirError
     from .serialization import CheckpointError
     from .training import TrainingError
-    args = parser().parse_args(argv)
-    try:
-        return COMMANDS[args.command][0](args)
-    except (config_mod.ConfigError, DataError, CheckpointError, TrainingError) as e:
-        print(f"aevb {args.command}: error: {' '.join(str(e).split())}", file=sys.stderr)
-        return 2
-    except OSError as e:  # a file the user named cannot be read or written: one line, no traceback
+    if isinstance(e, (config_mod.ConfigError, DataError, CheckpointError, TrainingError, RunDirError)):
+        return 2, f"error: {_one_line(e)}"
+    if isinstance(e, OSError):  # a file the user named cannot be read or written
         where = f": {e.filename}" if e.filename else ""
-        print(f"aevb {args.command}: error: {e.strerror or e}{where}", file=sys.stderr)
-        return 2
-    except MemoryError:
-        print(f"aevb {args.command}: error: out of memory; use a smaller model or batch size",
-              file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
+        return 2, f"error: {_one_line(e.strerror or e)}{_one_line(where)}"
+    if isinstance(e, MemoryError) or _out_of_memory(e):
+        return 2, ("error: out of memory; use a smaller batch_size, model (hidden, latent_dim) or "
+                   "iwae_k; a run keeps its last checkpoint (continue it with --resume on a "
+                   "machine with more memory)")
+    if isinstance(e, RecursionError):
+        return 2, "error: an input is nested too deeply; check the files given"
+    return 70, (f"internal error: {type(e).__name__}: {_one_line(e)[:300]}; this is a bug in aevb, "
+                "please report it with the command (AEVB_TRACEBACK=1 shows the traceback)")
 
 
 if __name__ == "__main__":

@@ -78,16 +78,23 @@ def save_panels(path, panels, suptitle: str | None = None) -> Path:
 
 
 def _save(fig, path) -> Path | io.BytesIO:
-    """Write `fig` as PNG to a path (parents created) or a binary file object."""
-    fig.tight_layout()
-    if hasattr(path, "write"):
-        fig.savefig(path, format="png", dpi=100)
+    """Write `fig` as PNG to a path (parents created; atomically: drawn into memory, then
+    `serialization.atomic_write`, so a kill leaves the old file or the new) or a binary file
+    object."""
+    from .serialization import atomic_write
+    try:
+        fig.tight_layout()
+        if hasattr(path, "write"):
+            fig.savefig(path, format="png", dpi=100)
+            return path
+        path = Path(path)
+        fmt = path.suffix[1:].lower()  # the format named by the suffix (.png, .pdf, .svg, ...)
+        buf = io.BytesIO()
+        fig.savefig(buf, format=fmt if fmt in fig.canvas.get_supported_filetypes() else "png", dpi=100)
+    finally:
         plt.close(fig)
-        return path
-    path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    atomic_write(path, buf.getvalue())
     return path
 
 

@@ -35,6 +35,7 @@ M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3
 MMAP_THRESHOLD = 32 << 20  # glibc's largest allowed value (DEFAULT_MMAP_THRESHOLD_MAX on 64-bit)
 TRIM_THRESHOLD = 1 << 30
 SPINCOUNT = "30000"
+MAX_THREADS = 1024  # more is a typo, and asking OpenMP for millions of threads never returns
 
 
 def thread_default() -> None:
@@ -120,8 +121,9 @@ def parse_threads(threads: int | str, source: str = "threads") -> int | str:
         n = int(threads)
     except (TypeError, ValueError):
         n = 0
-    if n < 1 or isinstance(threads, bool) or str(n) != str(threads).strip():
-        raise ValueError(f"{source} must be 'auto' or a positive number of threads, got {threads!r}")
+    if not 1 <= n <= MAX_THREADS or isinstance(threads, bool) or str(n) != str(threads).strip():
+        raise ValueError(f"{source} must be 'auto' or a positive number of threads (at most "
+                         f"{MAX_THREADS}), got {str(threads)[:40]!r}")
     return n
 
 

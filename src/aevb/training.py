@@ -11,15 +11,13 @@ Run directory:
                             trainer state as JSON metadata. Written atomically every epoch.
   metrics.jsonl             one JSON line per epoch (nats per example)
   tb/                       TensorBoard events
+  .aevb-run, .aevb-lock     the marker and lock of aevb.rundir (what aevb may replace or delete)
 """
 from __future__ import annotations
 
 import json
 import math
-import os
-import shutil
 import signal
-import tempfile
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -29,10 +27,10 @@ import torch
 from torch import nn
 
 from . import data as data_mod
-from . import distributed, runtime
+from . import distributed, rundir, runtime
 from .evaluation import elbo_terms
 from .models.base import load_state
-from .serialization import CheckpointError, atomic_write, load_tensors, save_tensors, write_json
+from .serialization import CheckpointError, atomic_write, load_tensors, save_tensors
 
 PRECISIONS = ("fp32", "bf16", "fp16")
 OPTIMIZERS = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW, "rmsprop": torch.optim.RMSprop,
@@ -51,6 +49,7 @@ class Run:
     dir: Path | None
     history: list[dict] = field(default_factory=list)
     stopped: str | None = None  # "SIGINT" / "SIGTERM" if a signal ended it early
+    lock: object = field(default=None, repr=False)  # the run directory's lock, held while this Run lives
 
     @property
     def last(self) -> dict:
@@ -183,50 +182,6 @@ def _check_checkpoint(path, tensors: dict, meta: dict, opt) -> None:
             bad(f"{key} holds non-finite values")
 
 
-# ----------------------------------------------------------------------------- run directory
-def prepare_run_dir(out, resume: bool, overwrite: bool, need_bytes: int) -> Path:
-    """Create or check the run directory before any training happens."""
-    out = Path(out)
-    ckpt = out / "checkpoint.safetensors"
-    # Reliability: a kill can leave temporaries (atomic_write's .*.tmp, the write probe)
-    # behind; they are removed and never make a directory count as used.
-    if out.exists() and not out.is_dir():
-        raise TrainingError(f"run directory {out} is a file; choose another --out")
-    stale = [f for f in out.iterdir() if f.name.startswith(".") and f.name.endswith(".tmp")] \
-        if out.is_dir() else []
-    for f in stale:
-        f.unlink(missing_ok=True)
-    if resume:
-        if not ckpt.exists():
-            if not (out / "config.json").exists():
-                raise TrainingError(f"--resume: no checkpoint at {ckpt}; start a new run without --resume")
-            # killed before its first checkpoint: nothing to resume, start the run again
-            warnings.warn(f"--resume: no checkpoint in {out} yet (the run stopped during its first "
-                          "epoch); starting it from the beginning")
-            (out / "metrics.jsonl").unlink(missing_ok=True)
-    elif out.exists() and any(out.iterdir()):
-        if not overwrite:
-            raise TrainingError(f"run directory {out} already exists; pass --resume to continue "
-                                "it or --overwrite to replace it")
-        if not any((out / f).exists() for f in ("config.json", "checkpoint.safetensors", "metrics.jsonl")):
-            raise TrainingError(f"--overwrite: {out} is not an aevb run directory (no config.json, "
-                                "checkpoint or metrics); refusing to delete it")
-        shutil.rmtree(out)
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-        fd, probe = tempfile.mkstemp(prefix=".write-test.", suffix=".tmp", dir=out)
-        os.close(fd)
-        os.unlink(probe)
-    except OSError as e:
-        raise TrainingError(f"run directory {out} is not writable ({e.strerror}); choose another "
-                            "with --out") from None
-    free = shutil.disk_usage(out).free
-    if free < need_bytes:
-        raise TrainingError(f"only {free / 2**20:.1f} MiB free at {out}, a checkpoint needs about "
-                            f"{need_bytes / 2**20:.1f} MiB; free some space or choose another --out")
-    return out
-
-
 class _GradNorm:
     """The norm of all gradients, sqrt(sum_p |g_p|^2), for clipping and the non-finite check.
 
@@ -344,19 +299,15 @@ def train(model, dataset, *, epochs: int = 10, batch_size: int = 100, lr: float 
     state = {"epoch": 0, "step": 0, "global_step": 0, "skipped": 0, "sums": {}, "seed": seed}
     target_beta = getattr(model, "beta", None)
     torch.manual_seed(seed + ctx.rank)
-    if out is not None:
-        params = sum(p.numel() * p.element_size() for p in model.parameters())
-        if ctx.main:
-            run.dir = prepare_run_dir(out, resume, overwrite, need_bytes=4 * params + (1 << 20))
-        distributed.barrier(ctx)
-        run.dir = Path(out)
+    if out is not None:  # the run directory: aevb.rundir (ownership, lock, config.json, resume rules)
+        settings = {k: v for k, v in locals().items() if k in rundir.TRAINER_KEYS}
+        run.dir, run.lock = rundir.prepare(out, {**settings, **(config or {})}, model,
+                                           resume=resume, overwrite=overwrite, ctx=ctx)
         if resume and (run.dir / "checkpoint.safetensors").exists():
             state = load_checkpoint(run.dir / "checkpoint.safetensors", model, opt, ctx)
             run.history = state.pop("history")
             if ctx.main:
                 _rewrite_metrics(run.dir, run.history)
-        elif ctx.main:
-            write_json(run.dir / "config.json", {**(config or {}), "model_config": model.full_config()})
     writer = _tensorboard(run.dir, tensorboard and ctx.main)
     steps_per_epoch = math.ceil(len(dataset.train) / batch_size)
     bar = _progress(progress and ctx.main, total=epochs * steps_per_epoch,
@@ -412,7 +363,7 @@ def train(model, dataset, *, epochs: int = 10, batch_size: int = 100, lr: float 
                         sums[k] = sums.get(k, 0) + v.detach().float().sum()
                     sums["n"] = sums.get("n", 0) + x.shape[0]
                 else:
-                    if precision == "fp16":
+                    if precision == "fp16" and math.isfinite(loss.item()):  # unscale_ ran: inf checks
                         scaler.update()
                     state["skipped"] += 1
                     consecutive += 1
@@ -442,8 +393,7 @@ def train(model, dataset, *, epochs: int = 10, batch_size: int = 100, lr: float 
             state.update(epoch=epoch + 1, step=0, sums={})
             bar.set_postfix_str(_postfix(record))
             if run.dir is not None and ctx.main:
-                with open(run.dir / "metrics.jsonl", "a") as f:
-                    f.write(json.dumps(record) + "\n")
+                _rewrite_metrics(run.dir, run.history)  # atomically: a kill leaves the old or the new file
             checkpoint()
             if writer is not None:
                 for k, v in record.items():
