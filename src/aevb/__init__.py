@@ -9,16 +9,23 @@ torch loads then reaches the command's handler instead of ending in a traceback.
 """
 import importlib
 import os
+import sys
 import warnings
 
-from . import runtime
-
-runtime.thread_default()  # before torch is imported: see aevb.runtime
-runtime.malloc_default()
 try:
-    runtime.set_threads(os.environ.get("AEVB_THREADS", "auto"), source="AEVB_THREADS")
-except ValueError as _e:  # a bad environment variable must not make `import aevb` fail
-    warnings.warn(f"{_e}; using auto", stacklevel=2)
+    from . import runtime
+
+    runtime.thread_default()  # before torch is imported: see aevb.runtime
+    runtime.malloc_default()
+    try:
+        runtime.set_threads(os.environ.get("AEVB_THREADS", "auto"), source="AEVB_THREADS")
+    except ValueError as _e:  # a bad environment variable must not make `import aevb` fail
+        warnings.warn(f"{_e}; using auto", stacklevel=2)
+except KeyboardInterrupt:  # Ctrl-C as the `aevb` command starts: one line (a library import re-raises)
+    if sys.argv[:1] == ["-m"] or os.path.basename(sys.argv[0] if sys.argv else "") == "aevb":
+        sys.stderr.write("aevb: interrupted\n")
+        raise SystemExit(130) from None
+    raise
 
 __version__ = "0.1.0"
 __all__ = ["VAE", "Run", "data", "distributions", "evaluation", "load", "models", "objectives", "train"]

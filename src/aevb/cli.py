@@ -466,6 +466,9 @@ def cmd_plot(args) -> int:
                          overwrite=args.overwrite))
         return 0
     run = report.open_run(args.run)
+    k = getattr(run.model, "num_classes", 0)
+    if args.label is not None and k and not 0 <= args.label < k:
+        raise config_mod.ConfigError(f"--label {args.label}: the model knows classes 0..{k - 1}")
     out = _output(args, run.dir / "figures" / f"{args.kind}.png")
     ds = None
     if args.kind in ("recon", "latent", "interpolate", "denoise"):

@@ -16,8 +16,6 @@ import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import yaml
-
 from .serialization import MAX_DEPTH, not_regular, read_file, short
 
 #: the largest seed (torch, numpy and the trainer's per-epoch seeds all take it)
@@ -145,6 +143,7 @@ def load_yaml(path) -> dict:
     file that is missing, not a regular file (a FIFO would block), larger than 1 MiB, not
     UTF-8, not valid YAML, nested more than MAX_DEPTH levels, more than MAX_YAML_NODES
     values once aliases are expanded, or not a mapping with names as keys."""
+    import yaml  # here, not at the top: the command line starts faster
     path = Path(path)
     if not_regular(path) == "file not found":
         raise ConfigError(f"config file {path} not found")
@@ -177,6 +176,7 @@ def load_yaml(path) -> dict:
 def _safe_yaml(text: str, path):
     """yaml.safe_load, refusing documents too deep or too large once aliases are expanded,
     before any Python object is built (so an alias bomb costs nothing)."""
+    import yaml
     loader = yaml.SafeLoader(text)
     try:
         node = loader.get_single_node()

@@ -228,7 +228,7 @@ class RunLock:
             os.close(self.fd)
             if e.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
                 raise RunDirError(f"{d}: cannot lock it ({e.strerror})") from None
-            raise RunDirError(f"{d} is in use by another aevb process (pid {short(pid)}); wait "
+            raise RunDirError(f"{d} is in use by another aevb process (pid {pid if pid.isdigit() else '?'}); wait "
                               "for it to end, or choose another directory") from None
         os.ftruncate(self.fd, 0)
         os.pwrite(self.fd, f"{os.getpid()}\n".encode(), 0)

@@ -15,10 +15,8 @@ import stat
 import tempfile
 from pathlib import Path
 
-import torch
-from safetensors import SafetensorError
-from safetensors.torch import load as st_load
-from safetensors.torch import save as st_save
+# torch and safetensors are imported where tensors are read or written: the JSON and file
+# helpers here serve the config and the command line, which must start without torch
 
 
 class CheckpointError(RuntimeError):
@@ -149,8 +147,9 @@ def read_json(path, error: type[Exception] = CheckpointError, kind=dict):
     return parse_json(read_file(path, error, MAX_TEXT_BYTES), path, error, kind)
 
 
-def save_tensors(path, tensors: dict[str, torch.Tensor], metadata: dict | None = None) -> None:
+def save_tensors(path, tensors: dict[str, "torch.Tensor"], metadata: dict | None = None) -> None:
     """Atomically write tensors (made contiguous, un-shared) and a JSON-able metadata dict."""
+    from safetensors.torch import save as st_save
     tensors = {k: v.detach().clone().contiguous() for k, v in tensors.items()}
     meta = {"json": json.dumps(metadata or {})}
     atomic_write(path, st_save(tensors, metadata=meta))
@@ -162,12 +161,14 @@ def save_tensors(path, tensors: dict[str, torch.Tensor], metadata: dict | None =
 _PICKLE_MAGIC = (b"PK\x03\x04", b"\x80\x02", b"\x80\x03", b"\x80\x04", b"\x80\x05")
 
 
-def load_tensors(path) -> tuple[dict[str, torch.Tensor], dict]:
+def load_tensors(path) -> tuple[dict[str, "torch.Tensor"], dict]:
     """Read a safetensors file written by `save_tensors`: (tensors, metadata dict).
 
     Any other content (truncated, corrupt, random bytes, a pickle or torch.save file) is
     refused with a one-line `CheckpointError` naming the file. Nothing is ever unpickled:
     safetensors is raw tensor bytes plus a JSON header, so loading cannot run code."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load as st_load
     path = Path(path)
     why = not_regular(path)
     if why:
