@@ -10,6 +10,7 @@
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import random
@@ -369,15 +370,12 @@ def test_a_sweep_killed_at_any_moment_goes_on_with_the_same_command(tmp_path):
     try:
         for i in range(8):
             pid = forker.start(argv)
-            if i % 2 == 0:  # as soon as a run exists without a checkpoint
-                end = time.monotonic() + 30
-                while not _in_first_epoch(out) and time.monotonic() < end and forker.wait(0.0005) is None:
-                    pass
-                rc = None if _in_first_epoch(out) else forker.wait(0)
-            else:
-                rc = forker.wait(timeout=rnd.uniform(0, 1.5))
+            rc, end = None, time.monotonic() + (30 if i % 2 == 0 else rnd.uniform(0, 1.5))
+            while rc is None and time.monotonic() < end and not (i % 2 == 0 and _in_first_epoch(out)):
+                rc = forker.wait(0.0005)  # even i: until a run exists without a checkpoint
             if rc is None:
-                os.kill(pid, signal.SIGKILL)
+                with contextlib.suppress(ProcessLookupError):  # it may have ended just now
+                    os.kill(pid, signal.SIGKILL)
                 early += _in_first_epoch(out)
                 rc = forker.wait()
                 kills += 1

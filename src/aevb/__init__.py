@@ -10,21 +10,19 @@ torch loads then reaches the command's handler instead of ending in a traceback.
 import importlib
 import os
 import sys
-import warnings
 
 try:
     from . import runtime
 
     runtime.thread_default()  # before torch is imported: see aevb.runtime
     runtime.malloc_default()
-    try:
-        runtime.set_threads(os.environ.get("AEVB_THREADS", "auto"), source="AEVB_THREADS")
-    except ValueError as _e:  # a bad environment variable must not make `import aevb` fail
-        warnings.warn(f"{_e}; using auto", stacklevel=2)
-except KeyboardInterrupt:  # Ctrl-C as the `aevb` command starts: one line (a library import re-raises)
+    runtime.set_threads(os.environ.get("AEVB_THREADS", "auto"), source="AEVB_THREADS")
+except (KeyboardInterrupt, ValueError) as _e:  # Ctrl-C, or a bad AEVB_THREADS
     if sys.argv[:1] == ["-m"] or os.path.basename(sys.argv[0] if sys.argv else "") == "aevb":
-        sys.stderr.write("aevb: interrupted\n")
-        raise SystemExit(130) from None
+        # the `aevb` command is starting: one line, as for any other failure (a library raises)
+        interrupted = isinstance(_e, KeyboardInterrupt)
+        sys.stderr.write("aevb: interrupted\n" if interrupted else f"aevb: error: {_e}\n")
+        raise SystemExit(130 if interrupted else 2) from None
     raise
 
 __version__ = "0.1.0"

@@ -122,8 +122,8 @@ def parse_threads(threads: int | str, source: str = "threads") -> int | str:
     except (TypeError, ValueError):
         n = 0
     if not 1 <= n <= MAX_THREADS or isinstance(threads, bool) or str(n) != str(threads).strip():
-        raise ValueError(f"{source} must be 'auto' or a positive number of threads (at most "
-                         f"{MAX_THREADS}), got {str(threads)[:40]!r}")
+        raise ValueError(f"{source} must be 'auto' or a positive number of threads, got "
+                         f"{str(threads)[:40]!r} (at most {MAX_THREADS})")
     return n
 
 
