@@ -23,8 +23,7 @@ import time
 from pathlib import Path
 
 import pytest
-import torch
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import aevb
@@ -392,3 +391,33 @@ def test_a_sweep_killed_at_any_moment_goes_on_with_the_same_command(tmp_path):
         assert [json.loads(x)["epoch"] for x in lines] == [1, 2]
         assert (out / r["dir"] / "report.html").exists()
     assert (out / "samples.png").exists()
+
+
+def test_every_file_a_command_writes_is_written_atomically(run_dir, tmp_path, monkeypatch):
+    """Every file that train, sweep, sample, score, impute, eval, plot and report leave behind
+    went through serialization.atomic_write (temporary + rename), except TensorBoard's
+    streamed event files and the lock."""
+    import aevb.serialization
+    import aevb.training
+    real, written = aevb.serialization.atomic_write, set()
+
+    def recording(path, data):
+        written.add(Path(path).resolve())
+        return real(path, data)
+    monkeypatch.setattr(aevb.serialization, "atomic_write", recording)
+    monkeypatch.setattr(aevb.training, "atomic_write", recording)
+    out = tmp_path / "out"
+    assert main(*TRAIN[:-1], "--out", tmp_path / "t") == 0  # with its figures and report
+    assert main("sweep", "--latent", "1,2", "--out", tmp_path / "sw", "--set", "hidden=8", "--limit", "200",
+                "--epochs", "1", "--no-progress") == 0
+    for argv in (["sample", run_dir, "-n", "4", "-o", out / "s.png"],
+                 ["score", run_dir, "--samples", "2", "--limit", "10", "-o", out / "s.csv"],
+                 ["impute", run_dir, "-n", "2", "--iterations", "2", "-o", out / "i.png"],
+                 ["eval", run_dir, "--nll-samples", "0", "--no-progress", "-o", out / "e.json"],
+                 ["plot", run_dir, "samples", "-o", out / "p.png"],
+                 ["report", run_dir, "--fast", "--no-tsne", "-o", out / "r.html"]):
+        assert main(*argv) == 0, argv
+    left = [p.resolve() for d in (out, tmp_path / "t", tmp_path / "sw") for p in d.rglob("*")
+            if p.is_file() and p.name != rundir.LOCK and not p.name.startswith("events.out.tfevents")]
+    assert len(left) > 30
+    assert [p for p in left if p not in written] == []

@@ -129,38 +129,34 @@ def _figures(run, ds) -> None:
 # ----------------------------------------------------------------------------- sample
 def _sample_arguments(p):
     p.add_argument("run", help="run directory or checkpoint")
-    p.add_argument("-n", type=_positive_int, default=64, help="number of samples")
+    p.add_argument("-n", type=_images, default=64, help="number of samples")
     _output_arguments(p, "RUN/samples.png")
     p.add_argument("--seed", type=_seed, default=0)
-    p.add_argument("--per-class", type=_positive_int, default=None, metavar="N",
+    p.add_argument("--per-class", type=_images, default=None, metavar="N",
                    help="conditional model: N samples of each class, one row per class")
     p.add_argument("--gmm", type=_positive_int, default=None, metavar="K",
                    help="draw codes from a K-component Gaussian mixture fitted to the codes of "
                         "the run's training images (saved in RUN/gmm-K.*) instead of the prior")
 
 
-def _at_least(minimum: int, what: str):
-    """An argparse type: an integer >= `minimum`, else a one-line error naming `what`."""
+def _at_least(minimum: int, what: str, maximum: int | None = None):
+    """An argparse type: an integer >= `minimum` (and <= `maximum`), else a one-line error
+    naming `what`."""
     def parse(text: str) -> int:
         try:
             n = int(text)
         except ValueError:
             n = minimum - 1
-        if n < minimum:
-            raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}")
+        if n < minimum or (maximum is not None and n > maximum):
+            raise argparse.ArgumentTypeError(f"expected {what}, got {text[:40]!r}")
         return n
     return parse
 
 
 _positive_int = _at_least(1, "a positive integer")
 _count = _at_least(0, "a non-negative integer")
-
-
-def _seed(text: str) -> int:
-    n = _count(text)
-    if n > config_mod.MAX_SEED:
-        raise argparse.ArgumentTypeError(f"a seed is at most {config_mod.MAX_SEED}, got {text!r}")
-    return n
+_seed = _at_least(0, f"a seed from 0 to {config_mod.MAX_SEED}", config_mod.MAX_SEED)
+_images = _at_least(1, "a number of images from 1 to 100000", 100_000)  # one figure, in memory
 
 
 def _labels(text: str) -> list[int]:
@@ -209,7 +205,10 @@ def _sample_special(args, model, out) -> int:
             raise config_mod.ConfigError(f"--gmm: {args.run} has no run config.json naming its "
                                          "dataset; pass a run directory")
         train_split = uses.run_images(cfg, "train")
-        sampler = samplers.GMMSampler.fit(model, train_split, args.gmm, seed=args.seed)
+        try:
+            sampler = samplers.GMMSampler.fit(model, train_split, args.gmm, seed=args.seed)
+        except ValueError as e:
+            raise config_mod.ConfigError(f"--gmm {args.gmm}: {e}") from None
         if Path(args.run).is_dir():
             from . import rundir
             for suffix in (".safetensors", ".json"):
@@ -325,11 +324,11 @@ def _impute_arguments(p):
     _images_arguments(p, "impute.png")
     p.add_argument("--mask", default="top-half",
                    help="top-half | bottom-half | left-half | right-half | random:P | square:S")
-    p.add_argument("-n", type=_positive_int, default=100, help="images to impute (default 100)")
+    p.add_argument("-n", type=_images, default=100, help="images to impute (default 100)")
     p.add_argument("--iterations", type=_positive_int, default=100)
     p.add_argument("--method", choices=["gibbs", "mh"], default="gibbs",
                    help="pseudo-Gibbs, or Metropolis-within-Gibbs")
-    p.add_argument("--show", type=_positive_int, default=8, help="images in the figure")
+    p.add_argument("--show", type=_images, default=8, help="images in the figure")
 
 
 @command("impute", "fill in missing pixels (pseudo-Gibbs or Metropolis-within-Gibbs), with a figure")
@@ -443,13 +442,13 @@ def _plot_arguments(p):
     p.add_argument("run", help="run directory (for latent-sweep: a directory written by aevb sweep)")
     p.add_argument("kind", choices=[*KINDS, "latent-sweep"], help="which figure")
     _output_arguments(p, "RUN/figures/KIND.png")
-    p.add_argument("-n", type=_positive_int, default=None,
+    p.add_argument("-n", type=_images, default=None,
                    help="how many images (samples, recon, denoise), points (latent), grid size "
                         "(manifold) or pairs (interpolate)")
     p.add_argument("--dims", type=_dims, default=(0, 1), help="manifold: the two latent dims that vary")
     p.add_argument("--rate", type=float, default=0.2, help="denoise: salt-and-pepper rate")
     p.add_argument("--label", type=int, default=None, help="manifold of a conditional model: the class")
-    p.add_argument("--per-class", type=_positive_int, default=None, metavar="N",
+    p.add_argument("--per-class", type=_images, default=None, metavar="N",
                    help="samples of a conditional model: N per class, one column per class")
     p.add_argument("--no-tsne", action="store_true", help="latent: PCA only (t-SNE takes seconds)")
     p.add_argument("--seed", type=_seed, default=0)
@@ -603,25 +602,28 @@ def main(argv=None) -> int:
     except BaseException as e:  # noqa: BLE001 - every failure becomes one line
         if isinstance(e, SystemExit):
             raise
-        status, message = _failure(e)
+        status, message = _failure(e, name.removeprefix("aevb").strip())
         print(f"{name}: {message}", file=sys.stderr)
         if status == 70 and os.environ.get("AEVB_TRACEBACK"):
             raise
         return status
 
 
-def _failure(e: BaseException) -> tuple[int, str]:
+def _failure(e: BaseException, command: str) -> tuple[int, str]:
     """(exit status, one-line message) of an exception that ended a command."""
     from .data import DataError
     from .rundir import RunDirError
     from .serialization import CheckpointError
     from .training import TrainingError
-    if isinstance(e, (config_mod.ConfigError, DataError, CheckpointError, TrainingError, RunDirError)):
-        return 2, f"error: {_one_line(e)}"
+    if isinstance(e, (config_mod.ConfigError, DataError, CheckpointError, TrainingError, RunDirError,
+                      ValueError)):  # ValueError: aevb's functions name a wrong argument with it
+        return 2, f"error: {_one_line(e)[:1000]}"
     if isinstance(e, OSError):  # a file the user named cannot be read or written
         where = f": {e.filename}" if e.filename else ""
         return 2, f"error: {_one_line(e.strerror or e)}{_one_line(where)}"
     if isinstance(e, MemoryError) or _out_of_memory(e):
+        if command not in ("train", "sweep"):
+            return 2, "error: out of memory; ask for fewer images or samples (-n, --samples, --limit, --rows)"
         return 2, ("error: out of memory; use a smaller batch_size, model (hidden, latent_dim) or "
                    "iwae_k; a run keeps its last checkpoint (continue it with --resume on a "
                    "machine with more memory)")

@@ -42,7 +42,7 @@ import warnings
 import weakref
 from pathlib import Path
 
-from .serialization import atomic_write, read_json, short, write_json
+from .serialization import read_json, short, write_json
 
 MARKER = ".aevb-run"
 LOCK = ".aevb-lock"

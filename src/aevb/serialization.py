@@ -15,8 +15,11 @@ import stat
 import tempfile
 from pathlib import Path
 
-# torch and safetensors are imported where tensors are read or written: the JSON and file
-# helpers here serve the config and the command line, which must start without torch
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # torch and safetensors are imported where tensors are read or written: the
+    import torch   # JSON and file helpers here serve the config and the command line, which
+                   # must start without torch
 
 
 class CheckpointError(RuntimeError):

@@ -79,7 +79,14 @@ def sweep(config, key: str, values, out, overrides: dict | None = None, progress
     if len(set(dirs)) < len(dirs):
         raise config_mod.ConfigError(f"sweep over {key!r}: a value is given twice")
     cfgs = [config_mod.make_config(config, **overrides, **{key: v}, out=str(d)) for v, d in zip(values, dirs)]
-    lock = rundir.prepare_sweep(out, key, overwrite)  # noqa: F841 - held until the sweep ends
+    lock = rundir.prepare_sweep(out, key, overwrite)
+    try:
+        return _train_all(out, key, values, dirs, cfgs, progress, overwrite, figure, log)
+    finally:
+        lock.release()
+
+
+def _train_all(out, key, values, dirs, cfgs, progress, overwrite, figure, log) -> dict:
     runs = []
     for value, d, cfg in zip(values, dirs, cfgs):
         if not overwrite and _complete(d, cfg):
