@@ -436,8 +436,9 @@ def _postfix(record: dict) -> str:
 
 
 def _rewrite_metrics(directory: Path, history: list[dict]) -> None:
-    """On resume, metrics.jsonl holds exactly the epochs of the checkpoint (a kill between
-    writing the metrics line and the checkpoint would otherwise repeat an epoch)."""
+    """metrics.jsonl holds exactly `history`, written atomically (after every epoch, and on
+    resume the epochs of the checkpoint: a kill between writing the metrics and the
+    checkpoint would otherwise repeat an epoch)."""
     text = "".join(json.dumps(r) + "\n" for r in history)
     atomic_write(directory / "metrics.jsonl", text.encode())  # a kill leaves old or new
 
