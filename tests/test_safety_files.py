@@ -264,6 +264,10 @@ def test_outputs_default_to_the_run_and_need_overwrite(run_dir, tmp_path, monkey
     assert main("sample", run, "-n", "4", "-o", run / "mine.png") == 0  # claimed: aevb's now
     assert "mine.png" in json.loads((run / rundir.MARKER).read_text())["files"]
     assert main("sample", run, "-n", "4", "-o", run / "mine.png", "--overwrite") == 0
+    for name in ("checkpoint.safetensors", "config.json", "metrics.jsonl", ".aevb-run", ".aevb-lock"):
+        before = (run / name).read_bytes()
+        assert main("sample", run, "-n", "4", "-o", run / name, "--overwrite") == 2  # the run itself
+        assert (run / name).read_bytes() == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["run"]  # nothing in the current directory
 
 

@@ -48,6 +48,8 @@ MARKER = ".aevb-run"
 LOCK = ".aevb-lock"
 #: what `train` writes into its run directory (figures and reports are added as written)
 RUN_FILES = ("config.json", "checkpoint.safetensors", "metrics.jsonl", "tb/events.out.tfevents.*")
+#: files that hold a run (or sweep) itself: never the output of a command
+PROTECTED = RUN_FILES + ("sweep.json", ".aevb-run", ".aevb-lock")
 #: the only patterns a marker may hold; any other entry is a plain name
 PATTERNS = ("tb/events.out.tfevents.*",)
 #: config keys that may differ when a run is resumed: how long, where and with what it runs
@@ -186,6 +188,10 @@ def output_file(path, overwrite: bool = False) -> Path:
     path = Path(path)
     if path.name in ("", ".", ".."):
         raise RunDirError(f"{path}: an output must be a file name")
+    found = owner(path)
+    if found and _matches(found[1], PROTECTED):
+        raise RunDirError(f"{path} holds aevb's run (or sweep) in {found[0]}, it is not an output; "
+                          "choose another output with -o")
     if os.path.lexists(path):
         if not stat.S_ISREG(os.lstat(path).st_mode):
             raise RunDirError(f"{path} exists and is not a regular file; choose another output with -o")

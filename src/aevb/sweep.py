@@ -110,7 +110,7 @@ def _train_all(out, key, values, dirs, cfgs, progress, overwrite, figure, log) -
 def _finish(out: Path, info: dict, figure: bool) -> dict:
     """Write the sweep's own files (replacing those of an earlier, interrupted call)."""
     from .serialization import write_json
-    write_json(rundir.output_file(out / "sweep.json", overwrite=True), info)
+    write_json(out / "sweep.json", info)  # the sweep's own file (named in its marker; the sweep holds its lock)
     if figure:
         plot_sweep(out, overwrite=True)
     return info
