@@ -106,7 +106,8 @@ def _check_outcome(run, steps_per_epoch: int) -> None:
     """A run that ends with a non-finite test ELBO, or that skipped most of its steps, failed."""
     from .training import TrainingError
     last = run.last
-    bad = [k for k, v in last.items() if k.startswith("test_") and isinstance(v, float) and not math.isfinite(v)]
+    bad = [k for k, v in last.items()
+           if k.startswith("test_") and isinstance(v, float) and not math.isfinite(v)]
     where = f"; its checkpoint is in {run.dir}" if run.dir else ""
     if bad:
         raise TrainingError(f"the run ended with a non-finite {bad[0]} ({last[bad[0]]}): the model is "
@@ -154,9 +155,9 @@ def _at_least(minimum: int, what: str, maximum: int | None = None):
 
 
 _positive_int = _at_least(1, "a positive integer")
-_count = _at_least(0, "a non-negative integer")
 _seed = _at_least(0, f"a seed from 0 to {config_mod.MAX_SEED}", config_mod.MAX_SEED)
 _images = _at_least(1, "a number of images from 1 to 100000", 100_000)  # one figure, in memory
+_many = _at_least(1, "a number from 1 to 1000000", 10**6)  # samples, iterations, rows: bounded work
 
 
 def _labels(text: str) -> list[int]:
@@ -255,7 +256,7 @@ def _run_images(args):
 
 def _score_arguments(p):
     _images_arguments(p, "scores.csv")
-    p.add_argument("--samples", type=_positive_int, default=100,
+    p.add_argument("--samples", type=_many, default=100,
                    help="importance samples per image for log p(x) (default 100)")
     p.add_argument("--reference", default=None,
                    help="normal images for a ROC-AUC (dataset name or file; default: the run's "
@@ -325,7 +326,7 @@ def _impute_arguments(p):
     p.add_argument("--mask", default="top-half",
                    help="top-half | bottom-half | left-half | right-half | random:P | square:S")
     p.add_argument("-n", type=_images, default=100, help="images to impute (default 100)")
-    p.add_argument("--iterations", type=_positive_int, default=100)
+    p.add_argument("--iterations", type=_many, default=100)
     p.add_argument("--method", choices=["gibbs", "mh"], default="gibbs",
                    help="pseudo-Gibbs, or Metropolis-within-Gibbs")
     p.add_argument("--show", type=_images, default=8, help="images in the figure")
@@ -380,12 +381,13 @@ def _rates(text: str) -> list[float]:
 
 def _eval_arguments(p):
     p.add_argument("run", help="run directory")
-    p.add_argument("--nll-samples", type=_count, default=5000, metavar="K",
+    p.add_argument("--nll-samples", type=_at_least(0, "a number from 0 to 1000000", 10**6), default=5000,
+                   metavar="K",
                    help="importance samples per image for log p(x); 0 skips it (default: 5000)")
     p.add_argument("--limit", type=_positive_int, default=None, metavar="N",
                    help="N test images only (a fixed random subset: a test split may be sorted)")
-    p.add_argument("--batch-size", type=_positive_int, default=1000, help="images per batch (ELBO, codes)")
-    p.add_argument("--rows", type=_positive_int, default=None,
+    p.add_argument("--batch-size", type=_many, default=1000, help="images per batch (ELBO, codes)")
+    p.add_argument("--rows", type=_many, default=None,
                    help="latent vectors per decoder call while importance sampling (default: 2000)")
     p.add_argument("--denoise", type=_rates, default=None, metavar="RATES",
                    help="also the denoising error at these salt-and-pepper rates, e.g. 0.1,0.2,0.3,0.5")
