@@ -149,15 +149,16 @@ def _at_least(minimum: int, what: str, maximum: int | None = None):
         except ValueError:
             n = minimum - 1
         if n < minimum or (maximum is not None and n > maximum):
-            raise argparse.ArgumentTypeError(f"expected {what}, got {text[:40]!r}")
+            most = "" if maximum is None else f" (at most {maximum})"
+            raise argparse.ArgumentTypeError(f"expected {what}, got {text[:40]!r}{most}")
         return n
     return parse
 
 
 _positive_int = _at_least(1, "a positive integer")
-_seed = _at_least(0, f"a seed from 0 to {config_mod.MAX_SEED}", config_mod.MAX_SEED)
-_images = _at_least(1, "a number of images from 1 to 100000", 100_000)  # one figure, in memory
-_many = _at_least(1, "a number from 1 to 1000000", 10**6)  # samples, iterations, rows: bounded work
+_seed = _at_least(0, "a non-negative integer seed", config_mod.MAX_SEED)
+_images = _at_least(1, "a positive integer", 100_000)  # images of one figure, in memory
+_many = _at_least(1, "a positive integer", 10**6)  # samples, iterations, rows: bounded work
 
 
 def _labels(text: str) -> list[int]:
@@ -381,7 +382,7 @@ def _rates(text: str) -> list[float]:
 
 def _eval_arguments(p):
     p.add_argument("run", help="run directory")
-    p.add_argument("--nll-samples", type=_at_least(0, "a number from 0 to 1000000", 10**6), default=5000,
+    p.add_argument("--nll-samples", type=_at_least(0, "a non-negative integer", 10**6), default=5000,
                    metavar="K",
                    help="importance samples per image for log p(x); 0 skips it (default: 5000)")
     p.add_argument("--limit", type=_positive_int, default=None, metavar="N",
