@@ -21,7 +21,7 @@ LAYERS = [
     {"nets", "distributions"},
     {"objectives"},
     {"models"},
-    {"checkpoint", "progress", "training"},
+    {"checkpoint", "progress", "rundir", "training"},
     {"evaluation", "samplers", "anomaly", "imputation", "plots", "runs", "report", "sweep"},
     {"explore"},
     {"cli", "__main__", "__init__"},

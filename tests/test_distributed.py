@@ -24,7 +24,8 @@ needs_dist = pytest.mark.skipif(not torch.distributed.is_available(), reason="to
 
 
 def torchrun(out, epochs, **kw):
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(HERE)}
+    path = [str(HERE), *filter(None, [os.environ.get("PYTHONPATH")])]  # keep a PYTHONPATH of aevb's sources
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": os.pathsep.join(path)}
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
            str(HERE / "ddp_worker.py"), str(out), str(epochs)]
     return subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, **kw)

@@ -286,8 +286,8 @@ def test_impute_command(runs, tmp_path, capsys):
     assert fig.exists() and res["n"] == 20 and 0 <= res["mse_missing"] <= 1
     assert "mse_missing_mean_image" in res and "acceptance" in res
     assert main(["impute", str(runs / "cvae"), "--mask", "left-half", "-n", "10", "--iterations", "5",
-                 "-o", str(fig)]) == 0
-    assert main(["impute", str(runs / "vae"), "--mask", "nonsense", "-o", str(fig)]) == 2
+                 "-o", str(tmp_path / "imp2.png")]) == 0
+    assert main(["impute", str(runs / "vae"), "--mask", "nonsense", "-o", str(tmp_path / "imp3.png")]) == 2
 
 
 def test_sample_command_per_class_and_gmm(runs, tmp_path, capsys):

@@ -290,7 +290,7 @@ def small_run(aevb_cli, tmp_path_factory):
 
 def copy_run(src: Path, dst: Path) -> Path:
     dst.mkdir(parents=True)
-    for name in ("config.json", "checkpoint.safetensors", "metrics.jsonl"):
+    for name in (".aevb-run", "config.json", "checkpoint.safetensors", "metrics.jsonl"):
         (dst / name).write_bytes((src / name).read_bytes())
     return dst
 
@@ -323,9 +323,9 @@ def test_checkpoint_of_another_model_is_refused_naming_the_file(aevb_cli, small_
     (out / "checkpoint.safetensors").write_bytes((other / "checkpoint.safetensors").read_bytes())
     rc, _, err = aevb_cli.run(resume_cmd(out))
     one_line_error(rc, err, out / "checkpoint.safetensors", "checkpoint was made for model")
-    # the same run resumed with a different model setting
+    # the same run resumed with a different model setting: refused naming the setting
     rc, _, err = aevb_cli.run(resume_cmd(small_run) + ["--latent", "8"])
-    one_line_error(rc, err, small_run / "checkpoint.safetensors", "use the same config")
+    one_line_error(rc, err, small_run, "latent_dim 4 -> 8", "a resumed run keeps its settings")
 
 
 class Payload:

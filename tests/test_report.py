@@ -142,7 +142,8 @@ def test_sweep_refuses_bad_requests(tmp_path, capsys):
 
 def test_a_signal_stops_a_sweep_with_its_exit_status_and_the_same_command_goes_on(tmp_path, capsys,
                                                                                  monkeypatch):
-    real, calls = sweep.train_config, []
+    import aevb.runs
+    real, calls = aevb.runs.train_config, []
 
     def stopped_second_run(cfg, **kw):  # as if SIGTERM arrived during the second run
         run, ds = real(cfg, **kw)
@@ -151,12 +152,12 @@ def test_a_signal_stops_a_sweep_with_its_exit_status_and_the_same_command_goes_o
             run.stopped = "SIGTERM"
         return run, ds
 
-    monkeypatch.setattr(sweep, "train_config", stopped_second_run)
+    monkeypatch.setattr(aevb.runs, "train_config", stopped_second_run)
     args = ["sweep", "--latent", "2,3,4", "--dataset", "digits", "--epochs", "1", "--set", "hidden=8",
             "--out", str(tmp_path), "--no-progress"]
     assert cli.main(args) == 143
     assert "stopped by SIGTERM; run the same command again" in capsys.readouterr().out
     assert calls == [2, 3] and not (tmp_path / "sweep.json").exists()
-    monkeypatch.setattr(sweep, "train_config", real)
+    monkeypatch.setattr(aevb.runs, "train_config", real)
     assert cli.main(args) == 0
     assert json.loads((tmp_path / "sweep.json").read_text())["values"] == [2, 3, 4]

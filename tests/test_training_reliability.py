@@ -14,6 +14,7 @@ import torch
 
 from aevb import VAE, data, train
 from aevb.serialization import load_tensors
+from aevb.rundir import RunDirError
 from aevb.training import TrainingError, _GradNorm
 
 SHAPE = (1, 8, 8)
@@ -199,11 +200,11 @@ class Counting(VAE):
 
 
 def test_full_disk_is_reported_before_training(digits, tmp_path, monkeypatch):
-    import aevb.training
+    import aevb.rundir
     Usage = namedtuple("Usage", "total used free")
-    monkeypatch.setattr(aevb.training.shutil, "disk_usage", lambda p: Usage(10**9, 10**9 - 5000, 5000))
+    monkeypatch.setattr(aevb.rundir.shutil, "disk_usage", lambda p: Usage(10**9, 10**9 - 5000, 5000))
     Counting.calls = 0
-    with pytest.raises(TrainingError, match=r"only 0\.0 MiB free at .* a checkpoint needs about"):
+    with pytest.raises(RunDirError, match=r"only 0\.0 MiB free at .* a checkpoint needs about"):
         fit(fresh(Counting), digits, tmp_path / "r")
     assert Counting.calls == 0
     assert not (tmp_path / "r" / "checkpoint.safetensors").exists()
@@ -212,18 +213,18 @@ def test_full_disk_is_reported_before_training(digits, tmp_path, monkeypatch):
 def test_read_only_run_directory_is_reported_before_training(digits, tmp_path, monkeypatch):
     """Tests run as root, for whom chmod does not stop writes: a read-only file system is
     simulated (EROFS from the write probe), and a path below a file gives a real ENOTDIR."""
-    import aevb.training
+    import aevb.rundir
 
     def erofs(*a, **k):
         raise OSError(errno.EROFS, os.strerror(errno.EROFS))
 
     Counting.calls = 0
     with monkeypatch.context() as m:
-        m.setattr(aevb.training.tempfile, "mkstemp", erofs)
-        with pytest.raises(TrainingError, match="is not writable .Read-only file system.; choose another"):
+        m.setattr(aevb.rundir.tempfile, "mkstemp", erofs)
+        with pytest.raises(RunDirError, match="is not writable .Read-only file system.; choose another"):
             fit(fresh(Counting), digits, tmp_path / "r")
     (tmp_path / "file").write_text("")
-    with pytest.raises(TrainingError, match="is not writable .Not a directory."):
+    with pytest.raises(RunDirError, match="is not writable .Not a directory."):
         fit(fresh(Counting), digits, tmp_path / "file" / "r")
     assert Counting.calls == 0
 
@@ -233,7 +234,7 @@ def test_resume_of_a_run_killed_before_its_first_checkpoint_starts_over(digits, 
     fit(fresh(), digits, out, epochs=0)  # what a kill during epoch 1 leaves: config.json only
     assert not (out / "checkpoint.safetensors").exists()
     (out / "metrics.jsonl").write_text('{"epoch": 1}\n')  # ... maybe a metrics line too
-    (out / ".checkpoint.safetensors.abc123.tmp").write_bytes(b"half a file")
+    (out / ".checkpoint.safetensors.abc12345.tmp").write_bytes(b"half a file")
     with pytest.warns(UserWarning, match="starting it from the beginning"):
         fit(fresh(), digits, out, epochs=2, resume=True)
     fit(fresh(), digits, tmp_path / "ref", epochs=2)
@@ -245,16 +246,16 @@ def test_resume_of_a_run_killed_before_its_first_checkpoint_starts_over(digits, 
 def test_existing_directories_are_protected(digits, tmp_path):
     out = tmp_path / "r"
     fit(fresh(), digits, out, epochs=1)
-    with pytest.raises(TrainingError, match="already exists; pass --resume .* or --overwrite"):
+    with pytest.raises(RunDirError, match="already exists; pass --resume .* or --overwrite"):
         fit(fresh(), digits, out, epochs=1)
     fit(fresh(), digits, out, epochs=1, overwrite=True)  # a run directory may be replaced
     other = tmp_path / "data"
     other.mkdir()
     (other / "keep.txt").write_text("precious")
-    with pytest.raises(TrainingError, match="not an aevb run directory"):
+    with pytest.raises(RunDirError, match="not an aevb run directory"):
         fit(fresh(), digits, other, epochs=1, overwrite=True)
     assert (other / "keep.txt").read_text() == "precious"
-    with pytest.raises(TrainingError, match="no checkpoint"):
+    with pytest.raises(RunDirError, match="not an aevb run directory"):
         fit(fresh(), digits, tmp_path / "absent", resume=True)
 
 

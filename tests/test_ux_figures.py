@@ -227,7 +227,7 @@ def test_autoencoder_samples_and_mixture_figures(digits, tmp_path, captured):
     assert suptitle == "z from a 4-component Gaussian mixture fitted to the training codes"
     assert [p[0] for p in panels] == ["decoder means E[x|z]", "most probable values"]
     assert set(panels[1][1].unique().tolist()) <= {0.0, 1.0}
-    assert cli.main(["plot", str(out), "samples", "--gmm", "4", "-n", "16"]) == 0
+    assert cli.main(["plot", str(out), "samples", "--gmm", "4", "-n", "16", "--overwrite"]) == 0
     assert captured[-1][1] == suptitle
     figs = []
     real = plots._save

@@ -1,13 +1,21 @@
 """The `aevb` command: it parses arguments and calls the library, nothing more.
 
     aevb train [CONFIG.yaml] [--flag value ...]    train; flags override the YAML file
-    aevb sample RUN -n 64 -o samples.png           draw from a trained model
+    aevb sample RUN -n 64                          draw from a trained model (-> RUN/samples.png)
     aevb datasets                                  list the registered datasets
+
+Outputs go into the run directory unless -o names another file; an existing file is replaced
+only with --overwrite, and only if aevb wrote it (aevb.rundir). Every failure is one line on
+stderr, `aevb CMD: error: ...`, naming the problem and the way out, with exit status 2; an
+unexpected exception (a bug in aevb) is one line too, `aevb CMD: internal error: ...`, with
+exit status 70 (AEVB_TRACEBACK=1 shows its traceback); Ctrl-C exits with 130.
 """
 from __future__ import annotations
 
 import argparse
 import json
+import math
+import os
 import signal
 import sys
 from pathlib import Path
@@ -65,16 +73,40 @@ def _data_line(cfg) -> str:
     return f"data: {cfg.dataset}; {show('binarize')}; {show('likelihood')}"
 
 
+def _output_arguments(p, default: str) -> None:
+    p.add_argument("-o", "--output", default=None, help=f"output file (default: {default})")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace the output file if it exists (only a file aevb wrote)")
+
+
+def _output(args, default) -> Path:
+    """Where a command writes: -o, else `default` (in the run directory); checked and claimed
+    by aevb.rundir.output_file (an existing file only with --overwrite, only aevb's)."""
+    from . import rundir
+    return rundir.output_file(args.output or default, args.overwrite)
+
+
+def _in_run(run, name: str) -> Path:
+    """RUN/name for a run directory, or name beside a checkpoint file."""
+    run = Path(run)
+    return (run if run.is_dir() else run.parent) / name
+
+
+
 @command("train", "train a model (YAML config and/or flags)")
 def cmd_train(args) -> int:
+    from . import rundir
     overrides = {k: getattr(args, k) for k in config_mod.FIELDS}
     source = args.config
+    if args.resume and args.overwrite:
+        raise config_mod.ConfigError("--resume and --overwrite exclude each other: continue the run, "
+                                     "or replace it")
     if source is None and args.resume and args.out:  # resuming needs only --out
+        rundir.check_run(args.out)  # a run directory, before its config.json is read
         source = Path(args.out) / "config.json"
     cfg = config_mod.make_config(source, **overrides)
-    name = Path(args.config).stem if args.config else \
-        f"{cfg.dataset.replace(':', '-').replace('/', '-')}-{cfg.model}-z{cfg.latent_dim}"
-    cfg.out = cfg.out or str(Path("runs") / name)
+    name = Path(args.config).stem if args.config else f"{cfg.dataset}-{cfg.model}-z{cfg.latent_dim}"
+    cfg.out = cfg.out or str(Path("runs") / rundir.safe_name(name))
     if not args.quiet:
         print(_data_line(cfg), flush=True)
     from .runs import train_config
@@ -83,6 +115,7 @@ def cmd_train(args) -> int:
     if run.stopped:
         print(f"stopped by {run.stopped}; checkpoint saved. Continue with: aevb train --resume --out {cfg.out}")
         return 128 + signal.Signals[run.stopped]  # the shell's convention: 130 SIGINT, 143 SIGTERM
+    _check_outcome(run, math.ceil(len(ds.train) / cfg.batch_size))
     if not args.no_figures:
         _figures(run, ds)
     last = run.last
@@ -91,22 +124,38 @@ def cmd_train(args) -> int:
     return 0
 
 
+def _check_outcome(run, steps_per_epoch: int) -> None:
+    """A run that ends with a non-finite test ELBO, or that skipped most of its steps, failed."""
+    from .training import TrainingError
+    last = run.last
+    bad = [k for k, v in last.items()
+           if k.startswith("test_") and isinstance(v, float) and not math.isfinite(v)]
+    where = f"; its checkpoint is in {run.dir}" if run.dir else ""
+    if bad:
+        raise TrainingError(f"the run ended with a non-finite {bad[0]} ({last[bad[0]]}): the model is "
+                            f"not usable; lower the learning rate, use fp32 or set clip_grad{where}")
+    steps, skipped = last.get("epoch", 0) * steps_per_epoch, last.get("skipped_steps", 0)
+    if steps and skipped > steps / 2:
+        raise TrainingError(f"{skipped} of {steps} training steps were skipped (non-finite loss or "
+                            f"gradients): the model is not trustworthy; lower the learning rate{where}")
+
+
 def _figures(run, ds) -> None:
-    from . import plots
-    plots.curves(run.history, run.dir / "elbo.png")
-    plots.samples(run.model, run.dir / "samples.png")
-    plots.reconstructions(run.model, ds.test, run.dir / "reconstructions.png")
+    from . import plots, rundir
+    plots.curves(run.history, rundir.output_file(run.dir / "elbo.png", overwrite=True))
+    plots.samples(run.model, rundir.output_file(run.dir / "samples.png", overwrite=True))
+    plots.reconstructions(run.model, ds.test, rundir.output_file(run.dir / "reconstructions.png", overwrite=True))
     from . import report  # the HTML report (figures kept cheap: no t-SNE, no log p(x))
-    print(f"report: {report.write_report(run.dir, model=run.model, dataset=ds, fast=True)}")
+    print(f"report: {report.write_report(run.dir, model=run.model, dataset=ds, fast=True, overwrite=True)}")
 
 
 # ----------------------------------------------------------------------------- sample
 def _sample_arguments(p):
     p.add_argument("run", help="run directory or checkpoint")
-    p.add_argument("-n", type=_positive_int, default=64, help="number of samples")
-    p.add_argument("-o", "--output", default="samples.png", help="PNG file")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--per-class", type=_positive_int, default=None, metavar="N",
+    p.add_argument("-n", type=_images, default=64, help="number of samples")
+    _output_arguments(p, "RUN/samples.png")
+    p.add_argument("--seed", type=_seed, default=0)
+    p.add_argument("--per-class", type=_images, default=None, metavar="N",
                    help="conditional model: N samples of each class, one row per class")
     p.add_argument("--gmm", type=_positive_int, default=None, metavar="K",
                    help="draw codes from a K-component Gaussian mixture fitted to the codes of "
@@ -130,21 +179,25 @@ def _positive_float(text: str) -> float:
     return value
 
 
-def _at_least(minimum: int, what: str):
-    """An argparse type: an integer >= `minimum`, else a one-line error naming `what`."""
+def _at_least(minimum: int, what: str, maximum: int | None = None):
+    """An argparse type: an integer >= `minimum` (and <= `maximum`), else a one-line error
+    naming `what`."""
     def parse(text: str) -> int:
         try:
             n = int(text)
         except ValueError:
             n = minimum - 1
-        if n < minimum:
-            raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}")
+        if n < minimum or (maximum is not None and n > maximum):
+            most = "" if maximum is None else f" (at most {maximum})"
+            raise argparse.ArgumentTypeError(f"expected {what}, got {text[:40]!r}{most}")
         return n
     return parse
 
 
 _positive_int = _at_least(1, "a positive integer")
-_count = _at_least(0, "a non-negative integer")
+_seed = _at_least(0, "a non-negative integer seed", config_mod.MAX_SEED)
+_images = _at_least(1, "a positive integer", 100_000)  # images of one figure, in memory
+_many = _at_least(1, "a positive integer", 10**6)  # samples, iterations, rows: bounded work
 
 
 def _labels(text: str) -> list[int]:
@@ -165,13 +218,14 @@ def cmd_sample(args) -> int:
     from .models import load
     torch.manual_seed(args.seed)
     model = load(args.run)
+    out = _output(args, _in_run(args.run, "samples.png"))
     if getattr(args, "per_class", None) or getattr(args, "gmm", None):
-        return _sample_special(args, model)
+        return _sample_special(args, model, out)
     try:
         images = model.sample(args.n, temperature=args.temperature)
     except ValueError as e:  # a temperature for binary latents
         raise config_mod.ConfigError(f"--temperature: {e}") from None
-    print(plots.save_grid(args.output, images))
+    print(plots.save_grid(out, images))
     return 0
 
 
@@ -184,18 +238,19 @@ def cmd_datasets(args) -> int:
 
 
 # ----------------------------------------------------------------------------- models: sample extras, score, impute
-def _sample_special(args, model) -> int:
+def _sample_special(args, model, out) -> int:
     """`aevb sample --per-class N` (conditional models) and `--gmm K` (codes from a mixture):
     the figure of `aevb plot samples`, decoder means and most probable values, one row per
     class (labelled) for a conditional model."""
     from . import plots, runs
     from .data import class_names
     cfg = runs.run_config(args.run)
-    sampler = _gmm(args.run, cfg, model, args.gmm, args.seed, save=True) if args.gmm else None
+    sampler = _gmm(args.run, cfg, model, args.gmm, args.seed, save=True,
+                   overwrite=args.overwrite) if args.gmm else None
     if args.per_class and not model.num_classes:
         raise config_mod.ConfigError("--per-class needs a conditional model (trained with conditional: true)")
     try:
-        print(plots.samples(model, args.output, args.n, args.seed, temperature=args.temperature,
+        print(plots.samples(model, out, args.n, args.seed, temperature=args.temperature,
                             sampler=sampler, per_class=args.per_class,
                             class_names=class_names(cfg.dataset) if cfg else None))
     except ValueError as e:
@@ -203,10 +258,11 @@ def _sample_special(args, model) -> int:
     return 0
 
 
-def _gmm(run, cfg, model, k: int, seed: int, save: bool = False):
+def _gmm(run, cfg, model, k: int, seed: int, save: bool = False, overwrite: bool = False):
     """A K-component Gaussian mixture fitted to the codes of the run's training images
-    (binarized as the run's were); saved as RUN/gmm-K.* with `save`."""
-    from . import runs, samplers
+    (binarized as the run's were); saved as RUN/gmm-K.* with `save` (existing files only
+    with `overwrite`, only aevb's: `rundir.output_file`)."""
+    from . import rundir, runs, samplers
     if cfg is None:
         raise config_mod.ConfigError(f"--gmm: {run} has no run config.json naming its dataset; "
                                      "pass a run directory")
@@ -215,6 +271,8 @@ def _gmm(run, cfg, model, k: int, seed: int, save: bool = False):
     except ValueError as e:  # more components than codes
         raise config_mod.ConfigError(f"--gmm: {e}") from None
     if save and Path(run).is_dir():
+        for suffix in (".safetensors", ".json"):
+            rundir.output_file(Path(run) / f"gmm-{k}{suffix}", overwrite)
         print(sampler.save(Path(run) / f"gmm-{k}"))
     return sampler
 
@@ -226,14 +284,14 @@ def _images_arguments(p, default_out: str) -> None:
     p.add_argument("--split", default="test", help="split of a dataset: test (default) or train")
     p.add_argument("--data-dir", default=None, help="read the dataset's files from here")
     p.add_argument("--limit", type=_positive_int, default=None, help="use only N images (a fixed random choice)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("-o", "--output", default=default_out)
+    p.add_argument("--seed", type=_seed, default=0)
+    _output_arguments(p, f"RUN/{default_out}")
 
 
 def _run_images(args):
     from . import runs
     from .models import load
-    from .models.base import check_shape
+    from .models.base import check_labels, check_shape
     model = load(args.run)
     cfg = runs.run_config(args.run)
     spec = args.images or (cfg.dataset if cfg else None)
@@ -241,12 +299,13 @@ def _run_images(args):
         raise config_mod.ConfigError(f"{args.run} has no run config naming its dataset; pass IMAGES")
     split = runs.load_images(spec, cfg, args.split, args.data_dir, args.limit)
     check_shape(model, split.x, f"images of {spec}")
+    check_labels(model, split.y, f"labels of {spec}")
     return model, cfg, spec, split
 
 
 def _score_arguments(p):
     _images_arguments(p, "scores.csv")
-    p.add_argument("--samples", type=_positive_int, default=100,
+    p.add_argument("--samples", type=_many, default=100,
                    help="importance samples per image for log p(x) (default 100)")
     p.add_argument("--reference", default=None,
                    help="normal images for a ROC-AUC (dataset name or file; default: the run's "
@@ -261,10 +320,14 @@ def _score_arguments(p):
 
 @command("score", "anomaly score per image (-log p(x), importance-sampled) and ROC-AUC")
 def cmd_score(args) -> int:
+    import io
+
     import numpy as np
 
     from . import anomaly, runs
+    from .serialization import atomic_write
     model, cfg, spec, split = _run_images(args)
+    output = _output(args, _in_run(args.run, "scores.csv"))
     scores = anomaly.anomaly_scores(model, split.x, samples=args.samples, seed=args.seed)
     background = None
     if args.ratio:
@@ -298,10 +361,11 @@ def cmd_score(args) -> int:
                    mean_score_reference=float(ref_scores.mean()),
                    auc=anomaly.roc_auc(ref_scores, scores))
     labels = split.y.numpy() if split.y is not None else np.full(len(scores), -1)
-    Path(args.output).parent.mkdir(parents=True, exist_ok=True)
-    np.savetxt(args.output, np.stack([np.arange(len(scores)), labels, scores.numpy()], 1),
+    buf = io.BytesIO()
+    np.savetxt(buf, np.stack([np.arange(len(scores)), labels, scores.numpy()], 1),
                fmt=["%d", "%d", "%.4f"], delimiter=",", header="index,label,score", comments="")
-    out["scores_file"] = args.output
+    atomic_write(output, buf.getvalue())
+    out["scores_file"] = str(output)
     print(json.dumps(out))
     return 0
 
@@ -310,11 +374,11 @@ def _impute_arguments(p):
     _images_arguments(p, "impute.png")
     p.add_argument("--mask", default="top-half",
                    help="top-half | bottom-half | left-half | right-half | random:P | square:S")
-    p.add_argument("-n", type=_positive_int, default=100, help="images to impute (default 100)")
-    p.add_argument("--iterations", type=_positive_int, default=100)
+    p.add_argument("-n", type=_images, default=100, help="images to impute (default 100)")
+    p.add_argument("--iterations", type=_many, default=100)
     p.add_argument("--method", choices=["gibbs", "mh"], default="gibbs",
                    help="pseudo-Gibbs, or Metropolis-within-Gibbs")
-    p.add_argument("--show", type=_positive_int, default=8, help="images in the figure")
+    p.add_argument("--show", type=_images, default=8, help="images in the figure")
 
 
 @command("impute", "fill in missing pixels (pseudo-Gibbs or Metropolis-within-Gibbs), with a figure")
@@ -323,6 +387,7 @@ def cmd_impute(args) -> int:
 
     from . import imputation, runs
     model, cfg, spec, split = _run_images(args)
+    output = _output(args, _in_run(args.run, "impute.png"))
     x = split.x[:args.n]
     y = None if split.y is None else split.y[:args.n]
     try:
@@ -343,7 +408,7 @@ def cmd_impute(args) -> int:
     if res.acceptance is not None:
         out["acceptance"] = res.acceptance
     k = min(args.show, len(x))
-    out["figure"] = str(imputation.imputation_figure(args.output, x[:k], mask[:k], res.filled[:k]))
+    out["figure"] = str(imputation.imputation_figure(output, x[:k], mask[:k], res.filled[:k]))
     print(json.dumps(out))
     return 0
 
@@ -365,18 +430,19 @@ def _rates(text: str) -> list[float]:
 
 def _eval_arguments(p):
     p.add_argument("run", help="run directory")
-    p.add_argument("--nll-samples", type=_count, default=5000, metavar="K",
+    p.add_argument("--nll-samples", type=_at_least(0, "a non-negative integer", 10**6), default=5000,
+                   metavar="K",
                    help="importance samples per image for log p(x); 0 skips it (default: 5000)")
     p.add_argument("--limit", type=_positive_int, default=None, metavar="N",
                    help="N test images only (a fixed random subset: a test split may be sorted)")
-    p.add_argument("--batch-size", type=_positive_int, default=1000, help="images per batch (ELBO, codes)")
-    p.add_argument("--rows", type=_positive_int, default=None,
+    p.add_argument("--batch-size", type=_many, default=1000, help="images per batch (ELBO, codes)")
+    p.add_argument("--rows", type=_many, default=None,
                    help="latent vectors per decoder call while importance sampling (default: 2000)")
     p.add_argument("--denoise", type=_rates, default=None, metavar="RATES",
                    help="also the denoising error at these salt-and-pepper rates, e.g. 0.1,0.2,0.3,0.5")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=_seed, default=0)
     p.add_argument("--data-dir", default=None, help="read the dataset's files from here")
-    p.add_argument("-o", "--output", default=None, help="JSON file (default: RUN/eval.json)")
+    _output_arguments(p, "RUN/eval.json")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
@@ -389,7 +455,9 @@ def cmd_eval(args) -> int:
 
     from . import __version__, evaluation, runs
     from .data import eval_binarization
+    from .serialization import atomic_write
     run = runs.open_run(args.run)
+    out = _output(args, run.dir / "eval.json")
     ds = runs.run_dataset(run.config, args.data_dir)
     n = len(ds.test) if args.limit is None else min(args.limit, len(ds.test))
     bar = tqdm(total=n, disable=args.no_progress or not args.nll_samples, unit="image",
@@ -407,8 +475,7 @@ def cmd_eval(args) -> int:
            "split": "test", "binarize": ds.binarize,
            "test_binarization": eval_binarization(ds.binarize), "aevb": __version__,
            "date": datetime.datetime.now().isoformat(timespec="seconds"), **res}
-    out = Path(args.output) if args.output else run.dir / "eval.json"
-    out.write_text(json.dumps(res, indent=2) + "\n")
+    atomic_write(out, (json.dumps(res, indent=2) + "\n").encode())
     print(evaluation.format_table(res))
     print(f"written to {out}")
     from .report import refresh_report
@@ -433,8 +500,8 @@ PLOT_KINDS = ("samples", "recon", "manifold", "latent", "interpolate", "denoise"
 def _plot_arguments(p):
     p.add_argument("run", help="run directory (for latent-sweep: a directory written by aevb sweep)")
     p.add_argument("kind", choices=[*PLOT_KINDS, "latent-sweep"], help="which figure")
-    p.add_argument("-o", "--output", default=None, help="PNG file (default: RUN/figures/KIND.png)")
-    p.add_argument("-n", type=_positive_int, default=None,
+    _output_arguments(p, "RUN/figures/KIND.png")
+    p.add_argument("-n", type=_images, default=None,
                    help="how many images (samples, recon, denoise), points (latent), grid size "
                         "(manifold) or pairs (interpolate)")
     p.add_argument("--dims", type=_dims, default=None,
@@ -442,14 +509,14 @@ def _plot_arguments(p):
                         "over the test images)")
     p.add_argument("--rate", type=float, default=0.2, help="denoise: salt-and-pepper rate")
     p.add_argument("--label", type=int, default=None, help="manifold of a conditional model: the class")
-    p.add_argument("--per-class", type=_positive_int, default=None, metavar="N",
+    p.add_argument("--per-class", type=_images, default=None, metavar="N",
                    help="samples of a conditional model: N per class, one row per class")
     p.add_argument("--gmm", type=_positive_int, default=None, metavar="K",
                    help="samples: codes from a K-component Gaussian mixture fitted to the codes of "
                         "the training images; latent: that mixture's samples over the codes")
     _temperature_argument(p)
     p.add_argument("--no-tsne", action="store_true", help="latent: PCA only (t-SNE takes seconds)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=_seed, default=0)
     p.add_argument("--data-dir", default=None, help="read the dataset's files from here")
 
 
@@ -459,21 +526,25 @@ def cmd_plot(args) -> int:
     from .evaluation import NotApplicable
     if args.kind == "latent-sweep":
         from .sweep import plot_sweep
-        print(plot_sweep(args.run, args.output, **({} if args.n is None else {"n": args.n}), seed=args.seed))
+        print(plot_sweep(args.run, args.output, **({} if args.n is None else {"n": args.n}), seed=args.seed,
+                         overwrite=args.overwrite))
         return 0
     run = runs.open_run(args.run)
+    k = run.model.num_classes
+    if args.label is not None and k and not 0 <= args.label < k:
+        raise config_mod.ConfigError(f"--label {args.label}: the model knows classes 0..{k - 1}")
+    out = _output(args, run.dir / "figures" / f"{args.kind}.png")
     ds = None
     if args.kind in ("recon", "latent", "interpolate", "denoise") or (
             args.kind == "manifold" and args.dims is None and "dataset" in run.config):
         ds = runs.run_dataset(run.config, args.data_dir)  # manifold: its most active dims
-    out = Path(args.output) if args.output else run.dir / "figures" / f"{args.kind}.png"
     try:
         print(plots.make(args.kind, run.model, ds, out, history=run.history, n=args.n, dims=args.dims,
                          rate=args.rate, tsne=not args.no_tsne, seed=args.seed, label=args.label,
                          per_class=args.per_class, temperature=args.temperature,
                          sampler=_plot_gmm(args, run.model), class_names=_class_names(run.config)))
     except (NotApplicable, ValueError) as e:
-        print(f"aevb plot: {args.kind}: {e}", file=sys.stderr)
+        print(f"aevb plot: error: {args.kind}: {_one_line(e)}", file=sys.stderr)
         return 2
     return 0
 
@@ -493,7 +564,7 @@ def _class_names(config: dict):
 # ----------------------------------------------------------------------------- report
 def _report_arguments(p):
     p.add_argument("run", help="run directory")
-    p.add_argument("-o", "--output", default=None, help="HTML file (default: RUN/report.html)")
+    _output_arguments(p, "RUN/report.html (figures in RUN/figures/)")
     p.add_argument("--no-tsne", action="store_true", help="latent space by PCA only (faster)")
     p.add_argument("--fast", action="store_true", help="cheap figures (as at the end of training)")
     p.add_argument("--data-dir", default=None, help="read the dataset's files from here")
@@ -502,7 +573,7 @@ def _report_arguments(p):
 @command("report", "one self-contained HTML page with the run's config, numbers and figures")
 def cmd_report(args) -> int:
     from . import report
-    print(report.write_report(args.run, out=args.output, fast=args.fast,
+    print(report.write_report(args.run, out=args.output, fast=args.fast, overwrite=args.overwrite,
                               tsne=False if args.no_tsne else None, data_dir=args.data_dir))
     return 0
 
@@ -525,7 +596,8 @@ def _sweep_arguments(p):
                        metavar=key.upper(), help="the same for every run")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="any other config key, the same for every run (repeatable)")
-    p.add_argument("--overwrite", action="store_true", help="retrain runs that are already complete")
+    p.add_argument("--overwrite", action="store_true",
+                   help="retrain runs that are already complete (replacing only aevb's files)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
 
 
@@ -566,7 +638,8 @@ ARGUMENTS.update({"eval": _eval_arguments, "plot": _plot_arguments, "report": _r
 def _explore_arguments(p):
     p.add_argument("run", help="run directory (written by aevb train)")
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1, this machine only)")
-    p.add_argument("--port", type=_count, default=8000, help="port (default: 8000; 0 picks a free one)")
+    p.add_argument("--port", type=_at_least(0, "a port number"), default=8000,
+                   help="port (default: 8000; 0 picks a free one)")
     p.add_argument("--no-browser", action="store_true", help="do not open a web browser")
     p.add_argument("--map", choices=["pca", "tsne"], default="pca",
                    help="2-D map of latents larger than 2: PCA (default) or t-SNE (computed at start-up)")
@@ -590,10 +663,18 @@ def cmd_explore(args) -> int:
 ARGUMENTS["explore"] = _explore_arguments
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse, with its errors on one line (`aevb CMD: error: ...`), exit status 2."""
+
+    def error(self, message):
+        print(f"{self.prog}: error: {_one_line(message)} (see {self.prog} --help)", file=sys.stderr)
+        sys.exit(2)
+
+
 def parser() -> argparse.ArgumentParser:
     """The `aevb` argument parser; building it imports no torch (help stays fast)."""
     from . import __version__
-    p = argparse.ArgumentParser(prog="aevb", description="Variational autoencoders: train, evaluate, show.")
+    p = _Parser(prog="aevb", description="Variational autoencoders: train, evaluate, show.")
     p.add_argument("--version", action="version", version=f"aevb {__version__}")
     sub = p.add_subparsers(dest="command", required=True)
     p.commands = {}
@@ -615,18 +696,23 @@ def _unknown(p, command: str, extras: list[str]):
     sub.error(f"unrecognized arguments: {' '.join(extras)}{hint}")
 
 
-def _user_errors() -> tuple:
-    """The errors a user fixes (one line, exit 2); imported only when one is raised."""
-    from .checkpoint import TrainingError
-    from .data import DataError
-    from .serialization import CheckpointError
-    return config_mod.ConfigError, DataError, CheckpointError, TrainingError
+def _one_line(e) -> str:
+    """A message on one line of printable characters (paths may hold newlines, escapes)."""
+    text = " ".join(str(e).split())
+    return "".join(c if c.isprintable() else "?" for c in text)
+
+
+def _out_of_memory(e: BaseException) -> bool:
+    torch = sys.modules.get("torch")
+    if torch is not None and isinstance(e, getattr(torch, "OutOfMemoryError", ())):
+        return True
+    text = str(e).lower()
+    return isinstance(e, RuntimeError) and any(
+        w in text for w in ("out of memory", "can't allocate memory", "not enough memory"))
 
 
 def _tuned():
     """`runtime.tuned()`, a bad AEVB_THREADS refused as a config error."""
-    import os
-
     from . import runtime
     try:
         runtime.parse_threads(os.environ.get("AEVB_THREADS", "auto"), "AEVB_THREADS")
@@ -636,37 +722,58 @@ def _tuned():
 
 
 def main(argv=None) -> int:
-    """Run one command; aevb's thread settings apply for its duration (`runtime.tuned`).
-    Every error the user can fix is one line on stderr and exit status 2."""
+    """Run one command; returns the exit status (0, 2 for any failure, 70 for a bug of aevb,
+    130 for Ctrl-C). aevb's thread settings apply for the command's duration
+    (`runtime.tuned`); warnings are one line each. Nothing is imported before the handlers
+    below are in place, so even a Ctrl-C while torch is imported ends in one line."""
     import warnings
-    p = parser()
-    args, extras = p.parse_known_args(argv)
-    if extras:
-        _unknown(p, args.command, extras)
-    with warnings.catch_warnings():
-        warnings.showwarning = lambda message, category, *a, **k: print(
-            f"aevb {args.command}: warning: {' '.join(str(message).split())}", file=sys.stderr)
-        return _run(args)
-
-
-def _run(args) -> int:
+    name = "aevb"
     try:
-        with _tuned():
-            return COMMANDS[args.command][0](args)
+        p = parser()
+        args, extras = p.parse_known_args(argv)
+        if extras:
+            _unknown(p, args.command, extras)
+        name = f"aevb {args.command}"
+        with warnings.catch_warnings():
+            warnings.showwarning = lambda message, category, *a, **k: print(
+                f"{name}: warning: {_one_line(message)}", file=sys.stderr)
+            with _tuned():
+                return COMMANDS[args.command][0](args)
     except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
+        print(f"{name}: interrupted", file=sys.stderr)
         return 130
-    except MemoryError:
-        print(f"aevb {args.command}: error: out of memory; use a smaller model or batch size",
-              file=sys.stderr)
-        return 2
-    except _user_errors() as e:
-        print(f"aevb {args.command}: error: {' '.join(str(e).split())}", file=sys.stderr)
-        return 2
-    except OSError as e:  # a file the user named cannot be read or written: one line, no traceback
+    except BaseException as e:  # noqa: BLE001 - every failure becomes one line
+        if isinstance(e, SystemExit):
+            raise
+        status, message = _failure(e, name.removeprefix("aevb").strip())
+        print(f"{name}: {message}", file=sys.stderr)
+        if status == 70 and os.environ.get("AEVB_TRACEBACK"):
+            raise
+        return status
+
+
+def _failure(e: BaseException, command: str) -> tuple[int, str]:
+    """(exit status, one-line message) of an exception that ended a command."""
+    from .data import DataError
+    from .rundir import RunDirError
+    from .serialization import CheckpointError
+    from .checkpoint import TrainingError
+    if isinstance(e, (config_mod.ConfigError, DataError, CheckpointError, TrainingError, RunDirError,
+                      ValueError)):  # ValueError: aevb's functions name a wrong argument with it
+        return 2, f"error: {_one_line(e)[:1000]}"
+    if isinstance(e, OSError):  # a file the user named cannot be read or written
         where = f": {e.filename}" if e.filename else ""
-        print(f"aevb {args.command}: error: {e.strerror or e}{where}", file=sys.stderr)
-        return 2
+        return 2, f"error: {_one_line(e.strerror or e)}{_one_line(where)}"
+    if isinstance(e, MemoryError) or _out_of_memory(e):
+        if command not in ("train", "sweep"):
+            return 2, "error: out of memory; ask for fewer images or samples (-n, --samples, --limit, --rows)"
+        return 2, ("error: out of memory; use a smaller batch_size, model (hidden, latent_dim) or "
+                   "iwae_k; a run keeps its last checkpoint (continue it with --resume on a "
+                   "machine with more memory)")
+    if isinstance(e, RecursionError):
+        return 2, "error: an input is nested too deeply; check the files given"
+    return 70, (f"internal error: {type(e).__name__}: {_one_line(e)[:300]}; this is a bug in aevb, "
+                "please report it with the command (AEVB_TRACEBACK=1 shows the traceback)")
 
 
 if __name__ == "__main__":

@@ -10,13 +10,21 @@ import dataclasses
 import difflib
 import inspect
 import math
+import os
 import types
 import typing
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import yaml
+from .serialization import MAX_DEPTH, not_regular, read_file, short
+
+#: the largest seed (torch, numpy and the trainer's per-epoch seeds all take it)
+MAX_SEED = 2**32 - 1
+#: a config file is small: larger ones are refused before they are parsed
+MAX_CONFIG_BYTES = 1 << 20
+#: at most this many YAML nodes after aliases are expanded (an "alias bomb" is refused)
+MAX_YAML_NODES = 100_000
 
 
 class ConfigError(ValueError):
@@ -127,9 +135,9 @@ def coerce(key: str, value):
     """Check a value for `key`, converting it where that is unambiguous (a flag's "1e-3" to
     1e-3, 3 to 3.0, "400,400" to [400, 400])."""
     if key not in FIELDS:
-        close = difflib.get_close_matches(key, FIELDS, n=1)
+        close = difflib.get_close_matches(key, FIELDS, n=1) if isinstance(key, str) and len(key) < 100 else []
         hint = f"; did you mean {close[0]!r}?" if close else ""
-        raise ConfigError(f"unknown config key {key!r}{hint} (known keys: {', '.join(FIELDS)})")
+        raise ConfigError(f"unknown config key {short(key)}{hint} (known keys: {', '.join(FIELDS)})")
     allowed = _types(key)
     for t in allowed:
         try:
@@ -137,7 +145,7 @@ def coerce(key: str, value):
         except (TypeError, ValueError):
             continue
     names = " or ".join("null" if t is type(None) else t.__name__ for t in allowed)
-    raise ConfigError(f"config key {key!r}: expected {names}, got {value!r}")
+    raise ConfigError(f"config key {key!r}: expected {names}, got {short(value)}")
 
 
 _BOOLS = {"true": True, "yes": True, "1": True, "false": False, "no": False, "0": False}
@@ -198,32 +206,71 @@ def _item(value, types_: tuple):
 
 
 def load_yaml(path) -> dict:
+    """The mapping of a YAML (or JSON) config file. Refused with a one-line ConfigError: a
+    file that is missing, not a regular file (a FIFO would block), larger than 1 MiB, not
+    UTF-8, not valid YAML, nested more than MAX_DEPTH levels, more than MAX_YAML_NODES
+    values once aliases are expanded, or not a mapping with names as keys."""
+    import yaml  # here, not at the top: the command line starts faster
     path = Path(path)
+    if not_regular(path) == "file not found":
+        raise ConfigError(f"config file {path} not found")
     try:
-        raw = yaml.safe_load(path.read_text())
-    except FileNotFoundError:
-        raise ConfigError(f"config file {path} not found") from None
-    except OSError as e:  # a directory, no permission, ...
-        raise ConfigError(f"config file {path}: cannot read it ({e.strerror})") from None
+        text = read_file(path, ConfigError, MAX_CONFIG_BYTES).decode("utf-8")
+    except ConfigError as e:
+        raise ConfigError(f"config file {e}") from None
     except UnicodeDecodeError:
         raise ConfigError(f"config file {path} is not text (not UTF-8); expected YAML") from None
+    try:
+        raw = _safe_yaml(text, path)
     except yaml.YAMLError as e:  # one line: where and what
         mark = getattr(e, "problem_mark", None)
         where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
         what = getattr(e, "problem", None) or " ".join(str(e).split())
-        raise ConfigError(f"config file {path} is not valid YAML ({where}{what})") from None
+        raise ConfigError(f"config file {path} is not valid YAML ({where}{short(what)[1:-1]})") from None
+    except RecursionError:
+        raise ConfigError(f"config file {path}: nested too deeply (at most {MAX_DEPTH} levels)") from None
     if raw is None:
         return {}
     if not isinstance(raw, dict):
         raise ConfigError(f"config file {path}: expected a mapping of keys to values, got {type(raw).__name__}")
+    bad = [k for k in raw if not isinstance(k, str)]
+    if bad:
+        raise ConfigError(f"config file {path}: key {short(bad[0])} is not a name; keys are names "
+                          "such as epochs or latent_dim")
     return raw
+
+
+def _safe_yaml(text: str, path):
+    """yaml.safe_load, refusing documents too deep or too large once aliases are expanded,
+    before any Python object is built (so an alias bomb costs nothing)."""
+    import yaml
+    loader = yaml.SafeLoader(text)
+    try:
+        node = loader.get_single_node()
+        if node is None:
+            return None
+        stack, count = [(node, 1)], 0
+        while stack:
+            n, depth = stack.pop()
+            count += 1
+            if depth > MAX_DEPTH or count > MAX_YAML_NODES:
+                raise ConfigError(f"config file {path}: nested more than {MAX_DEPTH} levels or more "
+                                  f"than {MAX_YAML_NODES} values (aliases expanded); not a config")
+            if isinstance(n, yaml.SequenceNode):
+                stack.extend((c, depth + 1) for c in n.value)
+            elif isinstance(n, yaml.MappingNode):
+                stack.extend((c, depth + 1) for pair in n.value for c in pair)
+        return loader.construct_document(node)
+    finally:
+        loader.dispose()
 
 
 def make_config(path=None, **overrides) -> Config:
     """Config from a YAML file (if given; a run's config.json works too) with `overrides`
     (None values ignored) on top."""
     values = load_yaml(path) if path else {}
-    values.pop("model_config", None)  # written into a run's config.json, not a setting
+    for key in ("model_config", "resumed"):  # written into a run's config.json, not settings
+        values.pop(key, None)
     values.update({k: v for k, v in overrides.items() if v is not None})
     cfg = Config(**{k: coerce(k, v) for k, v in values.items()})
     cfg.auto = _resolve(cfg)
@@ -240,10 +287,10 @@ def _resolve(cfg: Config) -> tuple[str, ...]:
     folder: relative paths (data_dir, folder:PATH, npz:PATH) made absolute, and binarize /
     likelihood "auto" decided (`BINARIZED_BY_DEFAULT`; bernoulli for binarized pixels, the
     discretized logistic for intensities). Returns the keys that were "auto"."""
-    if cfg.data_dir:
+    if cfg.data_dir and "\0" not in cfg.data_dir:  # a NUL byte: refused by _check_values
         cfg.data_dir = str(Path(cfg.data_dir).expanduser().resolve())
     kind, sep, where = cfg.dataset.partition(":")
-    if sep and kind in ("folder", "npz") and where:
+    if sep and kind in ("folder", "npz") and where and "\0" not in where:
         cfg.dataset = f"{kind}:{Path(where).expanduser().resolve()}"
     auto = tuple(k for k in ("binarize", "likelihood") if getattr(cfg, k) == "auto")
     if cfg.binarize == "auto":
@@ -271,10 +318,15 @@ def _check(cfg: Config) -> None:
     ranges = {"epochs": (cfg.epochs >= 0, "0 or more"), "batch_size": (cfg.batch_size >= 1, "1 or more"),
               "lr": (0 < cfg.lr < math.inf, "a positive number"), "latent_dim": (cfg.latent_dim >= 1, "1 or more"),
               "beta": (cfg.beta >= 0, "0 or more"), "noise": (0 <= cfg.noise <= 1, "between 0 and 1"),
-              "warmup_epochs": (cfg.warmup_epochs >= 0, "0 or more")}
+              "warmup_epochs": (cfg.warmup_epochs >= 0, "0 or more"),
+              "seed": (0 <= cfg.seed <= MAX_SEED, f"0 to {MAX_SEED}"),
+              "limit": (cfg.limit is None or cfg.limit >= 1, "1 or more (or null for all images)"),
+              "classes": (cfg.classes is None or (len(cfg.classes) > 0 and all(
+                  isinstance(c, str) or c >= 0 for c in cfg.classes)),
+                          "a non-empty list of labels >= 0 (or null for all)")}
     for key, (ok, expected) in ranges.items():
         if not ok:
-            raise ConfigError(f"config key {key!r} has an invalid value {getattr(cfg, key)!r}; "
+            raise ConfigError(f"config key {key!r} has an invalid value {short(getattr(cfg, key))}; "
                               f"expected {expected}")
     if cfg.binarize not in ("none", "static", "dynamic"):
         raise ConfigError(f"config key 'binarize': expected none, static or dynamic, got {cfg.binarize!r}")
@@ -289,7 +341,7 @@ def _check(cfg: Config) -> None:
         raise ConfigError(f"config key 'precision': expected fp32, bf16 or fp16, got {cfg.precision!r}")
     try:
         if cfg.device != "auto":  # the name only: whether the device is here is checked when training
-            distributed.parse_device(cfg.device)
+            distributed.parse_device(cfg.device, trainable=True)
     except ValueError as e:
         raise ConfigError(f"config key 'device': {e}") from None
     try:
@@ -300,3 +352,18 @@ def _check(cfg: Config) -> None:
     if cfg.optimizer not in OPTIMIZERS:
         raise ConfigError(f"config key 'optimizer': unknown optimizer {cfg.optimizer!r}; choose one "
                           f"of {', '.join(OPTIMIZERS)}")
+    _check_values(cfg)
+
+
+def _check_values(cfg: Config) -> None:
+    """Numbers finite, integers of a sane size, text without NUL bytes, in every field."""
+    for key, v in cfg.to_dict().items():
+        for item in v if isinstance(v, list) else [v]:
+            if isinstance(item, float) and not math.isfinite(item):
+                raise ConfigError(f"config key {key!r} has a non-finite value {item!r}; expected a number")
+            if isinstance(item, int) and abs(item) > 2**62:
+                raise ConfigError(f"config key {key!r} has an invalid value {short(item)}; too large")
+            if isinstance(item, str) and ("\0" in item or len(item) > 4096):
+                raise ConfigError(f"config key {key!r} has an invalid value {short(item)}; expected "
+                                  "a name or path without NUL bytes, at most 4096 characters")
+

@@ -32,19 +32,30 @@ def pick_device(name: str | None = "auto", local_rank: int = 0) -> torch.device:
     """`auto`: CUDA if present (the local rank's GPU), else CPU; or an explicit torch device."""
     if name in (None, "auto"):
         return torch.device(f"cuda:{local_rank}") if torch.cuda.is_available() else torch.device("cpu")
-    device = parse_device(name)
+    device = parse_device(name, trainable=True)
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"device {name!r} asked for, but no CUDA GPU is available; use --device cpu")
+    if device.type == "cuda" and 0 < torch.cuda.device_count() <= (device.index or 0):
+        raise ValueError(f"device {name!r} asked for, but there are {torch.cuda.device_count()} CUDA GPUs; "
+                         "use --device cuda:0 or auto")
+    if device.type == "mps" and not torch.backends.mps.is_available():
+        raise ValueError(f"device {name!r} asked for, but MPS (Apple GPU) is not available here; use --device cpu")
     return device
 
 
-def parse_device(name: str) -> torch.device:
-    """torch.device(name), or a ValueError that says what a device is named like."""
+TRAINABLE = ("cpu", "cuda", "mps")  # device types aevb trains on (not meta, xla, ...)
+
+
+def parse_device(name: str, trainable: bool = False) -> torch.device:
+    """torch.device(name), or a ValueError that says what a device is named like; with
+    `trainable`, only the device types in TRAINABLE."""
     try:
-        return torch.device(name)
-    except (RuntimeError, TypeError):
-        raise ValueError(f"unknown device {name!r}; use auto, cpu, cuda or cuda:N (or another "
-                         "torch device such as mps)") from None
+        device = torch.device(name)
+    except (RuntimeError, TypeError, ValueError):
+        device = None
+    if device is None or (trainable and device.type not in TRAINABLE):
+        raise ValueError(f"unknown device {str(name)[:40]!r}; use auto, cpu, cuda, cuda:N or mps")
+    return device
 
 
 def setup(device: str | None = "auto") -> Context:

@@ -103,16 +103,22 @@ def save_panels(path, panels, suptitle: str | None = None) -> Path:
 
 
 def _save(fig, path) -> Path | io.BytesIO:
-    """Write `fig` as PNG to a path (parents created) or a binary file object; cropped to what
-    is drawn plus a margin, so that no title or label is cut at an edge."""
+    """Write `fig` as PNG to a path (parents created; atomically: drawn into memory, then
+    `serialization.atomic_write`, so a kill leaves the old file or the new) or a binary file
+    object; cropped to what is drawn plus a margin, so that no title or label is cut at an
+    edge."""
+    from .serialization import atomic_write
     fig.tight_layout()
-    opts = {"format": "png", "dpi": 100, "bbox_inches": "tight", "pad_inches": 0.1}
+    opts = {"dpi": 100, "bbox_inches": "tight", "pad_inches": 0.1}
     if hasattr(path, "write"):
-        fig.savefig(path, **opts)
+        fig.savefig(path, format="png", **opts)
         return path
     path = Path(path)
+    fmt = path.suffix[1:].lower()  # the format named by the suffix (.png, .pdf, .svg, ...)
+    buf = io.BytesIO()
+    fig.savefig(buf, format=fmt if fmt in fig.canvas.get_supported_filetypes() else "png", **opts)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, **opts)
+    atomic_write(path, buf.getvalue())
     return path
 
 

@@ -12,13 +12,16 @@ from __future__ import annotations
 import base64
 import datetime
 import html
+import io
 import json
+import os
 import time
 import warnings
 from pathlib import Path
 
 from .evaluation import NotApplicable
 from .runs import open_run, run_dataset
+from .serialization import CheckpointError
 
 #: figure kind -> (section title, caption); the order of the page
 FIGURES = {
@@ -41,12 +44,13 @@ FIGURES = {
 
 # ----------------------------------------------------------------------------- figures
 def make_figures(model, dataset, out_dir, history=None, kinds=None, fast: bool = False,
-                 tsne: bool | None = None, noise: float = 0.0, seed: int = 0) -> dict:
+                 tsne: bool | None = None, noise: float = 0.0, seed: int = 0, may_write=None) -> dict:
     """Draw every figure of `kinds` (default: all that apply) into `out_dir`/<kind>.png.
 
-    Returns {kind: Path or "not shown: reason"}. `fast` keeps them cheap (fewer images,
-    no t-SNE) for the end of training; `noise` is the training noise rate, used as the rate
-    of the denoising figure (0.2 when 0)."""
+    Returns {kind: Path, or BytesIO, or "not shown: reason"}. `fast` keeps them cheap (fewer
+    images, no t-SNE) for the end of training; `noise` is the training noise rate, used as
+    the rate of the denoising figure (0.2 when 0). A figure whose file `may_write(path)`
+    refuses is drawn into memory (a BytesIO) instead."""
     from . import plots
     kinds = list(kinds or ["curves", *FIGURES])
     tsne = (not fast) if tsne is None else tsne
@@ -61,8 +65,9 @@ def make_figures(model, dataset, out_dir, history=None, kinds=None, fast: bool =
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
-                result[kind] = plots.make(kind, model, dataset, out_dir / f"{kind}.png",
-                                          history=history, **opts)
+                target = out_dir / f"{kind}.png"
+                target = target if may_write is None or may_write(target) else io.BytesIO()
+                result[kind] = plots.make(kind, model, dataset, target, history=history, **opts)
         except NotApplicable as e:
             result[kind] = f"not shown: {e}"
         except Exception as e:  # one broken figure must not cost the report (or a training run)
@@ -107,9 +112,11 @@ def _table(rows, head=None) -> str:
     return "\n".join(out)
 
 
-def _img(path) -> str:
-    data = base64.b64encode(Path(path).read_bytes()).decode("ascii")
-    return f'<img alt="{html.escape(Path(path).stem)}" src="data:image/png;base64,{data}">'
+def _img(path, name: str) -> str:
+    """An <img> holding PNG file `path` (or the bytes of a BytesIO)."""
+    raw = path.getvalue() if isinstance(path, io.BytesIO) else Path(path).read_bytes()
+    data = base64.b64encode(raw).decode("ascii")
+    return f'<img alt="{html.escape(name)}" src="data:image/png;base64,{data}">'
 
 
 def _numbers_html(ev: dict | None, history: list[dict]) -> str:
@@ -170,8 +177,8 @@ def render_html(title: str, config: dict, ev: dict | None, history: list[dict], 
     parts.append("</section>")
     parts.append('<section id="curves"><h2>Training curves</h2>')
     curves = figures.get("curves")
-    if isinstance(curves, Path):
-        parts.append(f"<figure>{_img(curves)}<figcaption>Train and test ELBO (and KL) per epoch, "
+    if isinstance(curves, (Path, io.BytesIO)):
+        parts.append(f"<figure>{_img(curves, 'curves')}<figcaption>Train and test ELBO (and KL) per epoch, "
                      "nats per example.</figcaption></figure>")
     else:
         parts.append(f'<p class="note">{html.escape(str(curves or "no training history"))}</p>')
@@ -182,8 +189,8 @@ def render_html(title: str, config: dict, ev: dict | None, history: list[dict], 
             continue
         got = figures[kind]
         parts.append(f'<section id="fig-{kind}"><h3>{html.escape(head)}</h3>')
-        if isinstance(got, Path):
-            parts.append(f"<figure>{_img(got)}<figcaption>{html.escape(caption)}</figcaption></figure>")
+        if isinstance(got, (Path, io.BytesIO)):
+            parts.append(f"<figure>{_img(got, kind)}<figcaption>{html.escape(caption)}</figcaption></figure>")
         else:
             parts.append(f'<p class="note">{html.escape(str(got))}</p>')
         parts.append("</section>")
@@ -213,14 +220,25 @@ def _summary(config: dict, history: list[dict]) -> str:
 
 
 def write_report(run_dir, model=None, dataset=None, out=None, fast: bool = False,
-                 tsne: bool | None = None, data_dir=None, seed: int = 0) -> Path:
+                 tsne: bool | None = None, data_dir=None, seed: int = 0, overwrite: bool = False) -> Path:
     """Write the report of run `run_dir` to `out` (default RUN/report.html), drawing its
     figures into RUN/figures/. `model` / `dataset` default to the run's checkpoint and the
     dataset of its config (figures needing test images are left out, with the reason, when
     the data cannot be loaded). `fast` (used at the end of `aevb train`) keeps the figures
-    cheap: fewer points and no t-SNE."""
+    cheap: fewer points and no t-SNE. An existing page is replaced only with `overwrite` and
+    only if aevb wrote it (`aevb.rundir.output_file`); a figure file in RUN/figures/ that may
+    not be replaced by that rule is kept, and the page embeds the fresh figure all the same."""
+    from .rundir import RunDirError, output_file
+    from .serialization import atomic_write
     t0 = time.perf_counter()
     run = open_run(run_dir, load_model=model is None)
+    out = output_file(out or run.dir / "report.html", overwrite)
+
+    def may_write(path) -> bool:  # RUN/figures/: new files, or with overwrite aevb's own
+        try:
+            return bool(output_file(path, overwrite))
+        except RunDirError:
+            return False
     model = model if model is not None else run.model
     notes = []
     if dataset is None:
@@ -229,14 +247,17 @@ def write_report(run_dir, model=None, dataset=None, out=None, fast: bool = False
         except Exception as e:  # a report without the data still shows samples and numbers
             notes.append(f"Dataset not available ({type(e).__name__}: {e}); figures of test "
                          "images are left out.")
+    noise = run.config.get("noise")
+    noise = noise if isinstance(noise, float) and 0 < noise <= 1 else 0.0
     figures = make_figures(model, dataset, run.dir / "figures", run.history, fast=fast, tsne=tsne,
-                           noise=float(run.config.get("noise") or 0.0), seed=seed)
-    page = render_html(run.name, run.config, run.eval, run.history, figures, notes)
-    out = Path(out) if out else run.dir / "report.html"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(out.name + ".tmp")
-    tmp.write_text(page, encoding="utf-8")
-    tmp.replace(out)
+                           noise=noise, seed=seed, may_write=may_write)
+    try:
+        page = render_html(run.name, run.config, run.eval, run.history, figures, notes)
+    except (KeyError, TypeError, ValueError, AttributeError, IndexError) as e:  # hand-edited files
+        raise CheckpointError(f"{run.dir}: its config.json or eval.json is not as aevb wrote it "
+                              f"({type(e).__name__}: {str(e)[:80]}); run aevb eval --overwrite, "
+                              "or restore them") from None
+    atomic_write(out, page.encode("utf-8"))
     write_report.seconds = time.perf_counter() - t0
     return out
 
@@ -244,10 +265,11 @@ def write_report(run_dir, model=None, dataset=None, out=None, fast: bool = False
 def refresh_report(run_dir) -> Path | None:
     """Rewrite RUN/report.html with the run's current numbers (eval.json after `aevb eval`),
     keeping the figures already drawn in RUN/figures (none is redrawn: cheap); None when
-    the run has no report yet."""
+    the run has no report yet, or one aevb did not write (`rundir.owned`)."""
+    from . import rundir
     run = open_run(run_dir, load_model=False)
     out = run.dir / "report.html"
-    if not out.exists():
+    if not out.exists() or not rundir.owned(out):
         return None
     drawn = {k: run.dir / "figures" / f"{k}.png" for k in ["curves", *FIGURES]}
     figures = {k: p for k, p in drawn.items() if p.exists()}

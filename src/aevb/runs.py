@@ -13,7 +13,7 @@ A model takes the config keys its class declares (`Model.settings`); training ta
 from __future__ import annotations
 
 import dataclasses
-import json
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -25,7 +25,7 @@ from .config import Config, ConfigError
 from .data import EVAL_BINARIZE_SEED, DataError, Split, subset, transforms
 from .data.images import is_image_file, read_image_file
 from .models import MODELS, load
-from .serialization import CheckpointError, read_json
+from .serialization import CheckpointError, parse_json, read_file, read_json
 from .training import train
 
 #: config keys passed to `aevb.train`
@@ -52,17 +52,20 @@ class RunFiles:
 
 
 def read_history(run_dir) -> list[dict]:
-    """The records of metrics.jsonl (one per epoch); [] if there are none. A damaged last
-    line (a run killed while writing) is skipped."""
+    """The records of metrics.jsonl (one per epoch); [] if there are none. Damaged lines (a
+    run killed while writing, an edited file) are skipped: a record is a JSON object with a
+    positive integer "epoch", and only its numeric entries are kept."""
     path = Path(run_dir) / "metrics.jsonl"
     if not path.exists():
         return []
     out = []
-    for line in path.read_text().splitlines():
+    for line in read_file(path, limit=64 << 20).decode("utf-8", "replace").splitlines():
         try:
-            out.append(json.loads(line))
-        except json.JSONDecodeError:
+            r = parse_json(line, path)
+        except CheckpointError:
             continue
+        if isinstance(r.get("epoch"), int) and not isinstance(r["epoch"], bool) and r["epoch"] >= 1:
+            out.append({k: v for k, v in r.items() if isinstance(v, (int, float)) and not isinstance(v, bool)})
     return out
 
 
@@ -71,9 +74,14 @@ def open_run(run_dir, load_model: bool = True) -> RunFiles:
     d = Path(run_dir)
     if not d.is_dir():
         raise CheckpointError(f"{d}: no such run directory")
-    config = read_json(d / "config.json") if (d / "config.json").exists() else {}
+    config = read_json(d / "config.json") if os.path.lexists(d / "config.json") else {}
     model = load(d) if load_model else None
-    ev = json.loads((d / "eval.json").read_text()) if (d / "eval.json").exists() else None
+    ev = None
+    if os.path.lexists(d / "eval.json"):
+        try:
+            ev = read_json(d / "eval.json")
+        except CheckpointError as e:
+            raise CheckpointError(f"{e}; run aevb eval {d} --overwrite to write it again") from None
     return RunFiles(d, config, model, read_history(d), ev)
 
 
@@ -147,10 +155,12 @@ def build_model(cfg: Config, dataset):
     if cfg.conditional and not dataset.num_classes:
         raise ConfigError(f"conditional: true needs labels, and dataset {cfg.dataset!r} has none")
     cls = MODELS[cfg.model]
+    kw = dict(input_shape=dataset.shape, num_classes=dataset.num_classes if cfg.conditional else 0,
+              **{k: getattr(cfg, k) for k in cls.settings})
+    _check_memory(cls, kw)
     torch.manual_seed(cfg.seed)
     try:
-        return cls(input_shape=dataset.shape, num_classes=dataset.num_classes if cfg.conditional else 0,
-                   **{k: getattr(cfg, k) for k in cls.settings})
+        return cls(**kw)
     except ValueError as e:
         raise ConfigError(str(e)) from None
     except (RuntimeError, MemoryError) as e:  # sizes too large to allocate, or impossible
@@ -164,3 +174,35 @@ def train_config(cfg: Config, progress: bool = True, overwrite: bool = False, re
     model = build_model(cfg, ds)
     return train(model, ds, out=cfg.out, resume=resume, overwrite=overwrite, config=cfg.to_dict(),
                  progress=progress, **{k: getattr(cfg, k) for k in TRAIN_KEYS}), ds
+
+
+def _check_memory(cls, kw: dict) -> None:
+    """Refuse a model whose weights, gradients and optimizer state (16 bytes per parameter)
+    would not fit in the memory available now: counted on the meta device, where nothing is
+    allocated, so that sizes such as hidden: [100000000] fail at once instead of swapping."""
+    import torch
+    try:
+        with torch.device("meta"):
+            n = sum(p.numel() for p in cls(**kw).parameters())
+    except Exception:  # noqa: BLE001 - the real build reports what is wrong
+        return
+    available = _available_memory()
+    if available and 16 * n > available:
+        raise ConfigError(f"this model has {n:,} parameters and needs about {16 * n / 2**30:.1f} GiB "
+                          f"for training, more than the {available / 2**30:.1f} GiB of memory available; "
+                          "use smaller hidden or latent_dim")
+
+
+def _available_memory() -> int | None:
+    """Bytes of memory available (MemAvailable of /proc/meminfo, else the physical memory)."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return None

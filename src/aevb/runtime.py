@@ -45,6 +45,7 @@ M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3
 MMAP_THRESHOLD = 32 << 20  # glibc's largest allowed value (DEFAULT_MMAP_THRESHOLD_MAX on 64-bit)
 TRIM_THRESHOLD = 1 << 30
 SPINCOUNT = "30000"
+MAX_THREADS = 1024  # more is a typo, and asking OpenMP for millions of threads never returns
 
 
 def opted_out() -> bool:
@@ -165,8 +166,9 @@ def parse_threads(threads: int | str, source: str = "threads") -> int | str:
         n = int(threads)
     except (TypeError, ValueError):
         n = 0
-    if n < 1 or isinstance(threads, bool) or str(n) != str(threads).strip():
-        raise ValueError(f"{source} must be 'auto' or a positive number of threads, got {threads!r}")
+    if not 1 <= n <= MAX_THREADS or isinstance(threads, bool) or str(n) != str(threads).strip():
+        raise ValueError(f"{source} must be 'auto' or a positive number of threads, got "
+                         f"{str(threads)[:40]!r} (at most {MAX_THREADS})")
     return n
 
 

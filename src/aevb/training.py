@@ -21,15 +21,14 @@ Run directory:
                             trainer state as JSON metadata. Written atomically every epoch.
   metrics.jsonl             one JSON line per epoch (nats per example)
   tb/                       TensorBoard events
+  .aevb-run, .aevb-lock     the marker and lock of aevb.rundir (what aevb may replace or delete)
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
-import os
-import shutil
 import signal
-import tempfile
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -39,13 +38,13 @@ from typing import Callable
 import torch
 from torch import nn
 
-from . import distributed, runtime
+from . import distributed, rundir, runtime
 from .checkpoint import TrainingError, load_checkpoint, save_checkpoint
 from .data.transforms import noisy_inputs
 from .objectives import objective_terms
 from .optim import OPTIMIZERS, PRECISIONS, make_optimizer
 from .progress import Reporter
-from .serialization import atomic_write, write_json
+from .serialization import atomic_write
 
 __all__ = ["OPTIMIZERS", "PRECISIONS", "Run", "TrainingError", "kl_warmup", "make_optimizer", "train"]
 
@@ -58,6 +57,7 @@ class Run:
     dir: Path | None
     history: list[dict] = field(default_factory=list)
     stopped: str | None = None  # "SIGINT" / "SIGTERM" if a signal ended it early
+    lock: object = field(default=None, repr=False)  # the run directory's lock, held while this Run lives
 
     @property
     def last(self) -> dict:
@@ -204,29 +204,26 @@ def start(model, dataset, o: Options, device, *, out, resume: bool, overwrite: b
                 scaler=torch.amp.GradScaler(ctx.device.type, enabled=o.precision == "fp16"))
     torch.manual_seed(o.seed + ctx.rank)
     if out is not None:
-        open_run_dir(loop, out, resume, overwrite, config)
+        open_run_dir(loop, out, resume, overwrite, {"device": device, **(config or {})})
     loop.writer = _tensorboard(loop.run.dir, tensorboard and ctx.main)
     loop.bar = Reporter(progress if ctx.main else False, total=o.epochs * steps,
                         initial=loop.state["epoch"] * steps + loop.state["step"], epochs=o.epochs)
     return loop
 
 
-def open_run_dir(loop: Loop, out, resume: bool, overwrite: bool, config: dict | None) -> None:
-    """The run directory `out`: created or checked (`prepare_run_dir`, on rank 0); on resume
-    the checkpoint and history are loaded into `loop`, else config.json is written."""
+def open_run_dir(loop: Loop, out, resume: bool, overwrite: bool, config: dict) -> None:
+    """The run directory `out`, made ready by `aevb.rundir.prepare` (ownership, lock,
+    config.json, the resume rules; rank 0); on resume the checkpoint and history are
+    loaded into `loop`."""
     model, ctx, run = loop.model, loop.ctx, loop.run
-    params = sum(p.numel() * p.element_size() for p in model.parameters())
-    if ctx.main:
-        run.dir = prepare_run_dir(out, resume, overwrite, need_bytes=4 * params + (1 << 20))
-    distributed.barrier(ctx)
-    run.dir = Path(out)
+    settings = {k: v for k, v in dataclasses.asdict(loop.options).items() if k in rundir.TRAINER_KEYS}
+    run.dir, run.lock = rundir.prepare(out, {**settings, **config}, model,
+                                       resume=resume, overwrite=overwrite, ctx=ctx)
     if resume and (run.dir / "checkpoint.safetensors").exists():
         loop.state = load_checkpoint(run.dir / "checkpoint.safetensors", model, loop.opt, ctx)
         run.history = loop.state.pop("history")
         if ctx.main:
             _rewrite_metrics(run.dir, run.history)
-    elif ctx.main:
-        write_json(run.dir / "config.json", {**(config or {}), "model_config": model.full_config()})
 
 
 # ----------------------------------------------------------------------------- the loop
@@ -287,11 +284,9 @@ def step(loop: Loop, x: torch.Tensor, y: torch.Tensor | None) -> bool:
         terms = loop.net(x, y, **kw)
     loss = terms.pop("loss")
     loop.opt.zero_grad()  # to None: backward then hands its gradient tensors over, no copy
-    ok = math.isfinite(loss.item())
-    if ok:
-        ok = _backward(loop, loss)
-    if not ok:
-        _skipped(loop)
+    finite_loss = math.isfinite(loss.item())
+    if not (finite_loss and _backward(loop, loss)):
+        _skipped(loop, unscaled=finite_loss)
         return False
     loop.scaler.step(loop.opt)
     loop.scaler.update()
@@ -312,8 +307,10 @@ def _backward(loop: Loop, loss: torch.Tensor) -> bool:
     return math.isfinite(norm.item())
 
 
-def _skipped(loop: Loop) -> None:
-    if loop.options.precision == "fp16":
+def _skipped(loop: Loop, unscaled: bool) -> None:
+    """Count a skipped step; fp16's loss scale shrinks only where unscale_ ran (its inf
+    checks exist only then)."""
+    if loop.options.precision == "fp16" and unscaled:
         loop.scaler.update()
     loop.state["skipped"] += 1
     loop.consecutive += 1
@@ -348,8 +345,7 @@ def end_epoch(loop: Loop, record: dict, callbacks=()) -> None:
     state.update(epoch=state["epoch"] + 1, step=0, sums={})
     loop.bar.epoch(record)
     if run.dir is not None and loop.ctx.main:
-        with open(run.dir / "metrics.jsonl", "a") as f:
-            f.write(json.dumps(record) + "\n")
+        _rewrite_metrics(run.dir, run.history)  # atomically: a kill leaves the old or the new file
     checkpoint(loop)
     if loop.writer is not None:
         for k, v in record.items():
@@ -367,50 +363,6 @@ def checkpoint(loop: Loop) -> None:
     if loop.run.dir is not None and loop.ctx.main:
         save_checkpoint(loop.run.dir / "checkpoint.safetensors", loop.model, loop.opt,
                         {**loop.state, "history": loop.run.history}, rng)
-
-
-# ----------------------------------------------------------------------------- run directory
-def prepare_run_dir(out, resume: bool, overwrite: bool, need_bytes: int) -> Path:
-    """Create or check the run directory before any training happens."""
-    out = Path(out)
-    ckpt = out / "checkpoint.safetensors"
-    # Reliability: a kill can leave temporaries (atomic_write's .*.tmp, the write probe)
-    # behind; they are removed and never make a directory count as used.
-    if out.exists() and not out.is_dir():
-        raise TrainingError(f"run directory {out} is a file; choose another --out")
-    stale = [f for f in out.iterdir() if f.name.startswith(".") and f.name.endswith(".tmp")] \
-        if out.is_dir() else []
-    for f in stale:
-        f.unlink(missing_ok=True)
-    if resume:
-        if not ckpt.exists():
-            if not (out / "config.json").exists():
-                raise TrainingError(f"--resume: no checkpoint at {ckpt}; start a new run without --resume")
-            # killed before its first checkpoint: nothing to resume, start the run again
-            warnings.warn(f"--resume: no checkpoint in {out} yet (the run stopped during its first "
-                          "epoch); starting it from the beginning")
-            (out / "metrics.jsonl").unlink(missing_ok=True)
-    elif out.exists() and any(out.iterdir()):
-        if not overwrite:
-            raise TrainingError(f"run directory {out} already exists; pass --resume to continue "
-                                "it or --overwrite to replace it")
-        if not any((out / f).exists() for f in ("config.json", "checkpoint.safetensors", "metrics.jsonl")):
-            raise TrainingError(f"--overwrite: {out} is not an aevb run directory (no config.json, "
-                                "checkpoint or metrics); refusing to delete it")
-        shutil.rmtree(out)
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-        fd, probe = tempfile.mkstemp(prefix=".write-test.", suffix=".tmp", dir=out)
-        os.close(fd)
-        os.unlink(probe)
-    except OSError as e:
-        raise TrainingError(f"run directory {out} is not writable ({e.strerror}); choose another "
-                            "with --out") from None
-    free = shutil.disk_usage(out).free
-    if free < need_bytes:
-        raise TrainingError(f"only {free / 2**20:.1f} MiB free at {out}, a checkpoint needs about "
-                            f"{need_bytes / 2**20:.1f} MiB; free some space or choose another --out")
-    return out
 
 
 class _GradNorm:
@@ -486,8 +438,9 @@ def _guard(skipped: int, consecutive: int, max_skips: int, opt, epoch: int, run_
 
 
 def _rewrite_metrics(directory: Path, history: list[dict]) -> None:
-    """On resume, metrics.jsonl holds exactly the epochs of the checkpoint (a kill between
-    writing the metrics line and the checkpoint would otherwise repeat an epoch)."""
+    """metrics.jsonl holds exactly `history`, written atomically (after every epoch, and on
+    resume the epochs of the checkpoint: a kill between writing the metrics and the
+    checkpoint would otherwise repeat an epoch)."""
     text = "".join(json.dumps(r) + "\n" for r in history)
     atomic_write(directory / "metrics.jsonl", text.encode())  # a kill leaves old or new
 

@@ -154,6 +154,8 @@ def load(name: str = "digits", binarize: str = "none", data_dir=None, download: 
     image shape, and `test_fraction` of the images (seeded by `seed`) form the test split."""
     if binarize not in BINARIZE:
         raise ValueError(f"binarize must be one of {BINARIZE}, got {binarize!r}")
+    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
+        raise ValueError(f"limit must be a positive number of images (or None for all), got {limit!r}")
     arrays = load_arrays(name, data_dir=data_dir, download=download, image_size=image_size,
                          channels=channels, test_fraction=test_fraction, seed=seed,
                          progress=progress)
@@ -164,6 +166,10 @@ def load(name: str = "digits", binarize: str = "none", data_dir=None, download: 
         if classes is not None:
             split = _classes(split, classes, name, part, arrays.get("info", {}).get("classes"))
         split = subset(split, limit)
+        if not len(split) and not (part == "test" and test_fraction == 0):  # no test split asked for
+            raise DataError(f"dataset {name!r}: its {part} split has no images"
+                            + (" of the chosen classes" if classes is not None else "")
+                            + "; use more images (a folder needs at least 2: one to train, one to test)")
         x, y = split.x, split.y
         splits[part] = Split(x.float().div_(255.0) if x.dtype == torch.uint8 else x.float(), y)
     ds = Dataset(name, splits["train"], splits["test"], binarize, arrays.get("num_classes", 0),

@@ -19,13 +19,14 @@ import numpy as np
 from .download import cache_dir
 from .readers import DataError, DataWarning
 
-CACHE_VERSION = 1
+CACHE_VERSION = 2  # 2: 16-bit and float images scaled, not clipped
 
 
 def _listing(root: Path) -> tuple[list[Path], list[str] | None]:
     """The candidate files under `root` and the class names (None for a flat folder).
 
-    Hidden files and folders (".DS_Store", ".git") are ignored."""
+    Hidden files and folders (".DS_Store", ".git") are ignored, and so is anything that is not
+    a regular file (a FIFO or a device would block or never end when read)."""
     if not root.is_dir():
         raise DataError(f"{root}: not a folder (folder:PATH needs a folder of images)")
     entries = sorted(p for p in root.iterdir() if not p.name.startswith("."))
@@ -40,7 +41,8 @@ def _listing(root: Path) -> tuple[list[Path], list[str] | None]:
     for c in classes:
         for dirpath, dirnames, filenames in os.walk(root / c):
             dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
-            files += [Path(dirpath) / f for f in sorted(filenames) if not f.startswith(".")]
+            files += [Path(dirpath) / f for f in sorted(filenames)
+                      if not f.startswith(".") and (Path(dirpath) / f).is_file()]
     return files, classes
 
 
@@ -62,7 +64,7 @@ def _decode(files: list[Path], image_size: int, channels: int) -> tuple[np.ndarr
                                disable=len(files) < 1000)):
         try:
             with Image.open(p) as im:
-                im = ImageOps.fit(im.convert(mode), (image_size, image_size),
+                im = ImageOps.fit(_eight_bit(im).convert(mode), (image_size, image_size),
                                   method=Image.Resampling.BICUBIC)
         except Exception as e:  # not an image, truncated, unsupported: Pillow raises many kinds
             bad.append(f"{p} ({type(e).__name__})")
@@ -72,6 +74,22 @@ def _decode(files: list[Path], image_size: int, channels: int) -> tuple[np.ndarr
         kept.append(i)
     x = np.stack(out) if out else np.zeros((0, channels, image_size, image_size), np.uint8)
     return x, kept, bad
+
+
+def _eight_bit(im):
+    """An image of 16-bit or float pixels as 8-bit grayscale, scaled (Pillow's convert would
+    clip 16-bit values above 255 to white): 16-bit by 255/65535, "I" (32-bit) as 16-bit when
+    its values exceed 255, "F" (float) from [0, 1] when its values are at most 1."""
+    if im.mode not in ("I", "F") and not im.mode.startswith("I;16"):
+        return im
+    from PIL import Image
+    a = np.asarray(im, dtype=np.float64)
+    top = a.max(initial=0.0) if np.isfinite(a).all() else 0.0
+    scale = {True: 255 / 65535, False: 1.0}[im.mode.startswith("I;16") or (im.mode == "I" and top > 255)]
+    if im.mode == "F" and 0 < top <= 1:
+        scale = 255.0
+    a = np.nan_to_num(a * scale, nan=0.0).clip(0, 255).round()
+    return Image.fromarray(a.astype(np.uint8))  # 2-D uint8: mode "L"
 
 
 def read_folder(path, image_size: int = 64, channels: int = 3, cache: bool = True) -> dict:

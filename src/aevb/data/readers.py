@@ -31,12 +31,16 @@ _IDX_TYPES = {0x08: np.uint8, 0x09: np.int8, 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f
 
 
 def _read_bytes(path: Path) -> bytes:
-    try:
-        return path.read_bytes()
-    except FileNotFoundError:
-        raise DataError(f"{path}: file not found") from None
-    except OSError as e:
-        raise DataError(f"{path}: cannot read ({_one_line(e)})") from None
+    """The bytes of a regular file (never a FIFO or a device: those could block forever)."""
+    from ..serialization import read_file
+    return read_file(path, DataError)
+
+
+def _check_file(path: Path) -> None:
+    from ..serialization import not_regular
+    why = not_regular(path)
+    if why:
+        raise DataError(f"{path}: {why}")
 
 
 def read_idx(path) -> np.ndarray:
@@ -66,6 +70,7 @@ def read_npz(path, keys=("x_train", "y_train", "x_test", "y_test")) -> dict[str,
     """Read every array of an NPZ file without unpickling (allow_pickle=False); `keys` must
     be among them."""
     path = Path(path)
+    _check_file(path)
     try:
         f = np.load(path, allow_pickle=False)
         if not isinstance(f, np.lib.npyio.NpzFile):
@@ -73,8 +78,13 @@ def read_npz(path, keys=("x_train", "y_train", "x_test", "y_test")) -> dict[str,
         with f:
             missing = [k for k in keys if k not in f.files]
             if missing:
-                raise DataError(f"{path}: NPZ file lacks arrays {missing} (has {f.files})")
-            return {k: f[k] for k in f.files}
+                raise DataError(f"{path}: NPZ file lacks arrays {missing} (has {f.files[:20]})")
+            arrays = {k: f[k] for k in f.files}
+        odd = [k for k, v in arrays.items() if not isinstance(v, np.ndarray)]
+        if odd:  # a member that is not a .npy file comes back as its raw bytes
+            raise DataError(f"{path}: member {odd[0]!r} is not a NumPy array (.npy); an NPZ "
+                            "dataset holds arrays only")
+        return arrays
     except (FileNotFoundError, IsADirectoryError):
         raise DataError(f"{path}: file not found") from None
     except DataError:
@@ -96,10 +106,14 @@ def to_nchw(x: np.ndarray, path="") -> np.ndarray:
 
 
 def images_and_labels(x: np.ndarray, y: np.ndarray | None, x_path="", y_path="") -> tuple:
-    """Check a split and bring it to (N, C, H, W) images and (N,) int64 labels (or None)."""
-    if x.dtype.kind not in "uif" or x.size == 0:
-        raise DataError(f"{x_path}: expected a non-empty numeric image array, got {x.dtype} {x.shape}")
+    """Check a split and bring it to (N, C, H, W) images and (N,) int64 labels (or None).
+    Pixels must be uint8 (0..255) or numbers in [0, 1]: NaN, infinities and other ranges
+    (such as 0..255 as floats) are refused, naming the file."""
+    if not isinstance(x, np.ndarray) or x.dtype.kind not in "uif" or x.size == 0:
+        raise DataError(f"{x_path}: expected a non-empty numeric image array, got "
+                        f"{getattr(x, 'dtype', type(x).__name__)} {getattr(x, 'shape', '')}")
     x = to_nchw(x, x_path)
+    check_pixels(x, x_path)
     if y is None:
         return x, None
     if y.ndim != 1 or y.dtype.kind not in "ui":
@@ -109,6 +123,21 @@ def images_and_labels(x: np.ndarray, y: np.ndarray | None, x_path="", y_path="")
     if len(y) and y.min() < 0:
         raise DataError(f"{y_path}: labels must be >= 0, found {y.min()}")
     return x, y.astype(np.int64)
+
+
+def check_pixels(x: np.ndarray, where="") -> None:
+    """Refuse images that are not uint8 or numbers in [0, 1] (NaN, inf, 0..255 floats, ...)."""
+    if x.dtype == np.uint8:
+        return
+    finite = np.isfinite(x)
+    if not finite.all():
+        raise DataError(f"{where}: {int((~finite).sum())} pixel values are NaN or infinite; "
+                        "fix or drop those images")
+    lo, hi = x.min(), x.max()
+    if lo < 0 or hi > 1:
+        hint = "; divide by 255 (or store uint8)" if hi <= 255 and lo >= 0 else ""
+        raise DataError(f"{where}: pixel values must be in [0, 1] (or uint8 0..255), found "
+                        f"{float(lo):.4g}..{float(hi):.4g}{hint}")
 
 
 # CIFAR-10, binary version: each record is 1 label byte + 3072 bytes (3 x 32 x 32, CHW).
@@ -145,6 +174,7 @@ def read_cifar10_binary(path) -> dict:
                     blobs[n] = _read_bytes(p)
                     break
     else:
+        _check_file(path)
         try:
             with tarfile.open(path, "r:*") as tar:
                 for m in tar:

@@ -174,6 +174,9 @@ def _npz_arrays(path: str) -> dict:
     for part in ("train", "test"):
         out[part] = images_and_labels(d[f"x_{part}"], d.get(f"y_{part}"), f"{path}:x_{part}",
                                       f"{path}:y_{part}")
+    if (out["train"][1] is None) != (out["test"][1] is None):
+        have, lack = ("y_train", "y_test") if out["test"][1] is None else ("y_test", "y_train")
+        raise DataError(f"{path}: has {have} but no {lack}; give labels for both splits or for neither")
     ys = [y for _, y in (out["train"], out["test"]) if y is not None and len(y)]
     out["num_classes"] = int(max(y.max() for y in ys)) + 1 if ys else 0
     return out

@@ -222,6 +222,14 @@ def upgrade_config(config):
         {k: v for k, v in config.items() if k != "model"})}
 
 
+def check_labels(model, y, what: str = "labels") -> None:
+    """A clear error when labels `y` do not fit a conditional model (0 <= y < num_classes)."""
+    k = model.num_classes
+    if k and y is not None and len(y) and (int(y.min()) < 0 or int(y.max()) >= k):
+        raise DataError(f"{what} run from {int(y.min())} to {int(y.max())}, but the model knows "
+                        f"classes 0..{k - 1} only; use images of those classes")
+
+
 def from_config(config: dict) -> Model:
     """Build an (untrained) model from a config written by `Model.full_config`."""
     config = dict(config)
@@ -231,8 +239,9 @@ def from_config(config: dict) -> Model:
     return MODELS[kind].from_config(config)
 
 
-def load_state(model: nn.Module, state: dict, source) -> None:
-    """Load weights, refusing (with the file name) a checkpoint made for another architecture."""
+def load_state(model: nn.Module, state: dict, source, check_only: bool = False) -> None:
+    """Load weights, refusing (with the file name) a checkpoint made for another architecture;
+    `check_only`: only compare names and shapes."""
     own = model.state_dict()
     missing = sorted(set(own) - set(state))
     unexpected = sorted(set(state) - set(own))
@@ -241,7 +250,8 @@ def load_state(model: nn.Module, state: dict, source) -> None:
         raise CheckpointError(
             f"{source}: checkpoint does not fit this model (missing {missing[:3]}, unexpected "
             f"{unexpected[:3]}, wrong shape {wrong[:3]}); it was saved from another model")
-    model.load_state_dict(state)
+    if not check_only:
+        model.load_state_dict(state)
 
 
 def _read_checkpoint(path: Path) -> tuple[dict, dict, Path]:
@@ -276,15 +286,34 @@ def load(path) -> Model:
     config, state, ckpt = _read_checkpoint(Path(path))
     if not isinstance(config, dict):
         raise CheckpointError(f"{ckpt}: damaged checkpoint (its model config is not a JSON object)")
+    bad = [k for k, v in state.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
+    if bad:
+        raise CheckpointError(f"{ckpt}: weights {', '.join(bad[:3])} hold NaN or infinite values (the "
+                              "run diverged); train again with a lower learning rate, or use a good copy")
+    return _build(config, state, ckpt).eval()
+
+
+def _build(config: dict, state: dict, ckpt) -> Model:
+    """The model of `config` with weights `state`. Built first on the meta device (nothing
+    allocated), so that a config that does not fit the weights (say, a damaged file asking
+    for billions of parameters) is refused before any memory is spent on it."""
+    try:
+        with torch.device("meta"):
+            skeleton = from_config(config)
+    except Exception:  # noqa: BLE001 - the real build below says what is wrong
+        skeleton = None
+    if skeleton is not None:
+        load_state(skeleton, state, ckpt, check_only=True)
     try:  # a damaged or foreign config: unknown keys, bad values, impossible sizes
         model = from_config(config)
-    except CheckpointError as e:  # an unknown model type
-        raise CheckpointError(f"{ckpt}: {e}") from None
-    except (TypeError, ValueError, KeyError, RuntimeError) as e:
+    except CheckpointError as e:  # an unknown model type, or weights of another model
+        raise CheckpointError(e if str(e).startswith(str(ckpt)) else f"{ckpt}: {e}") from None
+    except (TypeError, ValueError, KeyError, RuntimeError, AttributeError, IndexError,
+            OverflowError, MemoryError) as e:
         raise CheckpointError(f"{ckpt}: its model config does not build a model "
-                              f"({type(e).__name__}: {' '.join(str(e).split())})") from None
+                              f"({type(e).__name__}: {' '.join(str(e).split())[:200]})") from None
     load_state(model, state, ckpt)
-    return model.eval()
+    return model
 
 
 def device_of(model: nn.Module) -> torch.device:
