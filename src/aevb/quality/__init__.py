@@ -2,7 +2,7 @@
 with a small classifier trained on the run's own data, precision and recall
 (Kynkäänniemi et al. 2019), and a comparison table of runs.
 
-Not imported by `import aevb`: `from aevb import quality`. Modules:
+Not imported by `import aevb`; import the modules: `from aevb.quality import frechet`.
   frechet.py           the Fréchet distance and Gaussian statistics of features
   precision_recall.py  k-NN manifold precision and recall
   inception.py         finding the Inception weights; torch-fidelity's network; features
@@ -11,7 +11,3 @@ Not imported by `import aevb`: `from aevb import quality`. Modules:
   run_access.py        the one place that opens run directories
   compare.py           `aevb compare`: a table and a figure of several runs
 """
-from .frechet import fid_from_features, frechet_distance, statistics
-from .precision_recall import precision_recall
-
-__all__ = ["fid_from_features", "frechet_distance", "statistics", "precision_recall"]

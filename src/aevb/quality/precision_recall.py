@@ -8,8 +8,9 @@ paper's choice; the point itself does not count). Then
     recall    = fraction of real points inside the generated manifold  (is the data covered)
 
 A point on a ball's boundary is inside (distance <= radius), as in the authors' code and
-torch-fidelity's `prc`. Distances are Euclidean, in float64, computed in blocks of rows so
-that memory stays bounded (10,000 x 5,000 points take a few seconds).
+torch-fidelity's `prc`. Squared Euclidean distances |a|^2 + |b|^2 - 2 a.b in float32 (as
+torch-fidelity), in blocks of rows so that memory stays bounded (10,000 x 5,000 points of
+128 dimensions take about a second).
 """
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ import torch
 from torch import Tensor
 
 K = 3
+BLOCK = 1024  # rows of a distance block
 
 
 def _blocks(n: int, size: int):
@@ -24,35 +26,50 @@ def _blocks(n: int, size: int):
         yield slice(i, min(i + size, n))
 
 
-def knn_radii(x, k: int = K, block: int = 1024) -> Tensor:
-    """Distance of each row of x (n, d) to its k-th nearest other row."""
-    x = torch.as_tensor(x).double()
+def _squared_distances(a: Tensor, b: Tensor, b_sq: Tensor) -> Tensor:
+    return (a.square().sum(1)[:, None] + b_sq[None] - 2 * a @ b.T).clamp_min_(0)
+
+
+def _squared_radii(x: Tensor, k: int, block: int) -> Tensor:
     if len(x) <= k:
         raise ValueError(f"need more than k = {k} points for k-nearest-neighbour radii, got {len(x)}")
-    out = torch.empty(len(x), dtype=torch.float64)
-    for s in _blocks(len(x), block):
-        d = torch.cdist(x[s], x)
-        out[s] = d.kthvalue(k + 1, dim=1).values  # the smallest distance is the point itself
+    x_sq = x.square().sum(1)
+    out = torch.empty(len(x), dtype=x.dtype)
+    for s in _blocks(len(x), block):  # the smallest distance is the point itself: take the (k+1)-th
+        out[s] = _squared_distances(x[s], x, x_sq).topk(k + 1, dim=1, largest=False).values[:, -1]
     return out
 
 
-def coverage(points, centers, radii, block: int = 1024) -> Tensor:
-    """For each row of `points`: is it within radii[j] of some row j of `centers`? (bool)."""
-    points, centers = torch.as_tensor(points).double(), torch.as_tensor(centers).double()
+def _covered(points: Tensor, centers: Tensor, squared_radii: Tensor, block: int) -> Tensor:
+    c_sq = centers.square().sum(1)
     out = torch.empty(len(points), dtype=torch.bool)
     for s in _blocks(len(points), block):
-        out[s] = (torch.cdist(points[s], centers) <= radii).any(1)
+        out[s] = (_squared_distances(points[s], centers, c_sq) <= squared_radii).any(1)
     return out
+
+
+def _float(x) -> Tensor:
+    return torch.as_tensor(x).float()
+
+
+def knn_radii(x, k: int = K, block: int = BLOCK) -> Tensor:
+    """Distance of each row of x (n, d) to its k-th nearest other row."""
+    return _squared_radii(_float(x), k, block).sqrt()
+
+
+def coverage(points, centers, radii, block: int = BLOCK) -> Tensor:
+    """For each row of `points`: is it within radii[j] of some row j of `centers`? (bool)."""
+    return _covered(_float(points), _float(centers), _float(radii).square(), block)
 
 
 def precision_recall(real, fake, k: int = K) -> dict:
     """{"precision", "recall", "k"} of generated features `fake` against `real` (rows)."""
-    real, fake = torch.as_tensor(real).double(), torch.as_tensor(fake).double()
+    real, fake = _float(real), _float(fake)
     if real.dim() != 2 or fake.dim() != 2 or real.shape[1] != fake.shape[1]:
         raise ValueError(f"features must be (n, d) with the same d, got {tuple(real.shape)} and "
                          f"{tuple(fake.shape)}")
-    precision = coverage(fake, real, knn_radii(real, k)).double().mean().item()
-    recall = coverage(real, fake, knn_radii(fake, k)).double().mean().item()
+    precision = _covered(fake, real, _squared_radii(real, k, BLOCK), BLOCK).double().mean().item()
+    recall = _covered(real, fake, _squared_radii(fake, k, BLOCK), BLOCK).double().mean().item()
     return {"precision": precision, "recall": recall, "k": k}
 
 
