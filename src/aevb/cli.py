@@ -367,7 +367,8 @@ def cmd_eval(args) -> int:
     bar.close()
     if args.fid or args.domain_fid:
         from .quality.run_access import evaluate_run
-        res["quality"] = evaluate_run(run, args.data_dir, inception_n=args.fid, domain_n=args.domain_fid or args.fid,
+        res["quality"] = evaluate_run(run, args.data_dir, inception_n=args.fid,
+                                      domain_n=args.domain_fid or args.fid,
                                       weights=args.inception_weights, seed=args.seed)
     res["seconds"]["total"] = round(time.perf_counter() - t, 3)
     res = {"run": str(run.dir), "dataset": ds.name, "classes": run.config.get("classes"),
@@ -501,8 +502,25 @@ def cmd_sweep(args) -> int:
     return 0
 
 
+# ----------------------------------------------------------------------------- compare
+def _compare_arguments(p):
+    p.add_argument("runs", nargs="+", help="run directories (numbers from their eval.json, "
+                                           "checkpoint and metrics.jsonl)")
+    p.add_argument("--out", required=True, help="directory for compare.md, .csv, .png, .json")
+
+
+@command("compare", "one table and figure of runs: ELBO, log p(x), FID, precision/recall, "
+                    "reconstruction, parameters, time")
+def cmd_compare(args) -> int:
+    from .quality.compare import compare
+    res = compare(args.runs, args.out)
+    print(res["markdown"])
+    print("written: " + ", ".join(res["files"]))
+    return 0
+
+
 ARGUMENTS.update({"eval": _eval_arguments, "plot": _plot_arguments, "report": _report_arguments,
-                  "sweep": _sweep_arguments})
+                  "sweep": _sweep_arguments, "compare": _compare_arguments})
 
 
 def parser() -> argparse.ArgumentParser:
