@@ -46,11 +46,12 @@ def draw(sampler, n: int, seed: int = 0, batch_size: int = 1000) -> Tensor:
 def recon_mse(model, split, batch_size: int = 1000) -> float:
     """Mean over pixels and images of (model.reconstruct(x) - x)^2."""
     conditional = getattr(model, "num_classes", 0)
+    device = next(model.parameters()).device
     total = 0.0
     for i in range(0, len(split), batch_size):
         x = split.x[i:i + batch_size]
-        y = split.y[i:i + batch_size] if conditional else None
-        total += float((model.reconstruct(x, y).float().cpu() - x).square().sum())
+        y = split.y[i:i + batch_size].to(device) if conditional else None
+        total += float((model.reconstruct(x.to(device), y).float().cpu() - x).square().sum())
     return total / split.x.numel()
 
 
