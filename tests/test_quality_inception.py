@@ -64,23 +64,23 @@ def _agree(a, b):
 
 @needs_weights
 def test_converted_weights_agree_with_fid_helpers_network_on_real_digits(helper):
-    a, b = _both(helper, _digits(6))
+    a, b = _both(helper, _digits(4))
     _agree(a, b)
-    fa, fb = fid_from_features(a[:3], a[3:])[0], fid_from_features(b[:3], b[3:])[0]
+    fa, fb = fid_from_features(a[:2], a[2:])[0], fid_from_features(b[:2], b[2:])[0]
     assert fa > 1 and abs(fa - fb) / fb < 1e-4
 
 
 @needs_weights
 def test_converted_weights_agree_on_real_colour_photos(helper):
-    files = sorted(CIFAR.glob("*/0000.jpg"))[:6] if CIFAR.is_dir() else []
+    files = sorted(CIFAR.glob("*/0000.jpg"))[:4] if CIFAR.is_dir() else []
     if not files:
         pytest.skip(f"CIFAR-10 JPEGs not found in {CIFAR}")
     from PIL import Image
     x = torch.stack([torch.as_tensor(np.array(Image.open(f).convert("RGB"))).permute(2, 0, 1) for f in files])
     a, b = _both(helper, x.float() / 255)
     _agree(a, b)
-    fa, fb = fid_from_features(a[:3], a[3:])[0], fid_from_features(b[:3], b[3:])[0]
-    assert abs(fa - fb) / fb < 1e-4
+    fa, fb = fid_from_features(a[:2], a[2:])[0], fid_from_features(b[:2], b[2:])[0]
+    assert fa > 1 and abs(fa - fb) / fb < 1e-4
 
 
 @needs_weights

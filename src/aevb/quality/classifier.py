@@ -130,7 +130,7 @@ def class_view(probs: Tensor) -> dict:
     hist = torch.bincount(probs.argmax(1), minlength=k).double()
     p = hist / hist.sum()
     entropy = -(p[p > 0] * p[p > 0].log()).sum()
-    return {"mean_max_prob": float(probs.max(1).values.mean()), "class_entropy": float(entropy),
+    return {"mean_max_prob": float(probs.max(1).values.mean()), "class_entropy": float(entropy) + 0.0,
             "max_class_entropy": float(torch.log(torch.tensor(float(k)))),
             "class_histogram": [int(v) for v in hist.tolist()]}
 
