@@ -164,3 +164,17 @@ def test_eval_inception_fid_records_implementation_weights_and_n(tmp_path, cache
     assert r["weights"]["file"].endswith("default_1.pt") and len(r["weights"]["sha256"]) == 64
     assert r["weights"]["sha256"] in printed and f"{r['fid']:10.3f}" in printed and "N = 8 samples" in printed
     assert list((cache / "fid").glob("real-*.safetensors"))  # the test images' features, cached
+
+
+def test_classifier_weights_do_not_depend_on_the_thread_count(digits):
+    part = digits.train[:300]
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        a, _ = classifier.train_classifier(part.x, part.y, epochs=1)
+        assert torch.get_num_threads() == 2  # restored
+        torch.set_num_threads(1)
+        b, _ = classifier.train_classifier(part.x, part.y, epochs=1)
+    finally:
+        torch.set_num_threads(threads)
+    assert all(torch.equal(p, q) for p, q in zip(a.state_dict().values(), b.state_dict().values()))
