@@ -72,7 +72,8 @@ def measure(name, model, sampler, ds, gray, args, train_s) -> dict:
                         f"{space}n_real": block["n_real"]})
     d = q["domain"]
     row.update(mean_max_prob=d["samples_view"]["mean_max_prob"], class_entropy=d["samples_view"]["class_entropy"],
-               classifier_accuracy=d["classifier"]["test_accuracy"])
+               classifier_accuracy=d["classifier"]["test_accuracy"],
+               classifier=f"{d['classifier']['version']}, sha256 {d['classifier']['sha256']}")
     if "inception" in q:
         row["inception_how"] = f"{q['inception']['implementation']}, weights sha256 {q['inception']['weights']['sha256']}"
     print(json.dumps({k: round(v, 4) if isinstance(v, float) else v for k, v in row.items()}), flush=True)
@@ -126,8 +127,8 @@ def _notes(rows, args) -> str:
     how = rows[0].get("inception_how", "no Inception FID (--no-inception)")
     r = rows[0]
     return (f"FID: {args.fid_n} samples vs {r.get('n_real', '-')} test images; {how}. Domain FID: {args.domain_n} "
-            f"samples vs {r['domain_n_real']} test images, aevb's LeNet classifier (test accuracy "
-            f"{r['classifier_accuracy']:.4f}). "
+            f"samples vs {r['domain_n_real']} test images, aevb's LeNet classifier {r['classifier']} (test "
+            f"accuracy {r['classifier_accuracy']:.4f}). "
             f"Precision/recall: k = 3. log p(x): K = {args.nll_k} importance samples on {args.nll_images} test "
             "images. max-prob: the classifier's mean max-probability on samples; class entropy: of its predicted-"
             "class histogram, nats (log 10 = 2.303 when balanced). recon MSE: per pixel, test images as "

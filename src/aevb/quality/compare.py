@@ -90,10 +90,10 @@ def csv_text(rows: list[dict]) -> str:
 
 def figure(rows: list[dict]) -> bytes:
     """One horizontal bar chart per numeric column that some run has, as PNG bytes."""
-    from ..plots import plt
+    from matplotlib.figure import Figure  # no pyplot: no global figure state, any backend
     cols = [c for c, _ in COLUMNS[1:] if any(isinstance(r[c], (int, float)) for r in rows)]
-    fig, axes = plt.subplots(1, max(len(cols), 1), figsize=(2.6 * max(len(cols), 1), 0.5 * len(rows) + 1.5),
-                             squeeze=False)
+    fig = Figure(figsize=(2.6 * max(len(cols), 1), 0.5 * len(rows) + 1.5))
+    axes = fig.subplots(1, max(len(cols), 1), squeeze=False)
     names = [Path(r["run"]).name for r in rows]
     for ax, col in zip(axes[0], cols):
         vals = [r[col] if isinstance(r[col], (int, float)) else float("nan") for r in rows]
@@ -105,7 +105,6 @@ def figure(rows: list[dict]) -> bytes:
     fig.tight_layout()
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=100)
-    plt.close(fig)
     return buf.getvalue()
 
 

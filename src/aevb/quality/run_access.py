@@ -1,20 +1,26 @@
-"""The one place where `aevb.quality` reads run directories (through `aevb.report`'s
-`open_run` / `run_dataset`; if those move, only this file changes)."""
+"""The one place where `aevb.quality` reads run directories: `open_run` and `run_dataset`
+of `aevb.runs` where that module exists, else of `aevb.report` (where they lived before)."""
 from __future__ import annotations
 
 from . import samples as samples_mod
 
 
+def _runs():
+    try:
+        from .. import runs
+    except ImportError:
+        from .. import report as runs
+    return runs
+
+
 def open_run(path, load_model: bool = True):
-    """The run directory's files: .dir, .config, .model, .history, .eval (see aevb.report)."""
-    from ..report import open_run as _open
-    return _open(path, load_model=load_model)
+    """The run directory's files: .dir, .config, .model, .history, .eval."""
+    return _runs().open_run(path, load_model=load_model)
 
 
 def intensity_dataset(config: dict, data_dir=None):
     """The run's dataset (its classes, limit, data_dir) as intensities: binarize "none"."""
-    from ..report import run_dataset
-    return run_dataset({**config, "binarize": "none"}, data_dir)
+    return _runs().run_dataset({**config, "binarize": "none"}, data_dir)
 
 
 def evaluate_run(run, data_dir=None, *, inception_n=None, domain_n=None, weights=None,
