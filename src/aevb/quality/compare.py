@@ -51,7 +51,11 @@ def run_row(path) -> dict:
             "domain recall": dom.get("recall"), "recon MSE": q.get("recon_mse"),
             "parameters": n_parameters(run.model), "train s": training_seconds(run.history),
             "_fid": _how(inc, "weights sha256 " + inc.get("weights", {}).get("sha256", "?")),
-            "_domain_fid": _how(dom, f"classifier test accuracy {dom.get('classifier', {}).get('test_accuracy', 0):.4f}")}
+            "_domain_fid": _how(dom, _classifier(dom.get("classifier", {})))}
+
+
+def _classifier(c: dict) -> str:
+    return f"classifier sha256 {c.get('sha256', '?')} (test accuracy {c.get('test_accuracy', 0):.4f})"
 
 
 def _how(block: dict, what: str) -> str | None:

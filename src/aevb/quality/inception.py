@@ -126,8 +126,8 @@ def _import_module_without_package_init(module: str):
 def extractor_class() -> type:
     """torch-fidelity's FeatureExtractorInceptionV3 (imported without torchvision if need be)."""
     if importlib.util.find_spec("torch_fidelity") is None:
-        raise InceptionUnavailable("Inception FID needs torch-fidelity: `pip install --no-deps "
-                                   "torch-fidelity` (or pip install 'aevb[fid]')")
+        raise InceptionUnavailable("Inception FID needs torch-fidelity (its network): run "
+                                   "`pip install --no-deps torch-fidelity==0.4.0`")
     name = "feature_extractor_inceptionv3"
     if importlib.util.find_spec("torchvision") is not None or "torch_fidelity" in sys.modules:
         return importlib.import_module(f"torch_fidelity.{name}").FeatureExtractorInceptionV3
