@@ -22,7 +22,7 @@ LAYERS = [
     {"objectives"},
     {"models"},
     {"checkpoint", "progress", "rundir", "training"},
-    {"evaluation", "samplers", "anomaly", "imputation", "plots", "runs", "report", "sweep"},
+    {"evaluation", "samplers", "anomaly", "imputation", "plots", "runs", "report", "sweep", "quality"},
     {"explore"},
     {"cli", "__main__", "__init__"},
 ]

