@@ -119,3 +119,11 @@ def test_sweep_set_takes_a_yaml_list(tmp_path, capsys):
                  "--out", str(out), "--no-progress"]) == 0
     cfg = json.loads(next(out.glob("*/config.json")).read_text())
     assert cfg["hidden"] == [16, 8] and cfg["model_config"]["hidden"] == [16, 8]
+
+
+def test_the_fid_flag_defaults_in_the_parser_are_the_library_s():
+    """cli lists --fid / --domain-fid's defaults itself (building the parser imports no torch)."""
+    from aevb.cli import parser
+    from aevb.quality.samples import DOMAIN_N, FID_N
+    args = parser().parse_args(["eval", "RUN", "--fid", "--domain-fid"])
+    assert (args.fid, args.domain_fid) == (FID_N, DOMAIN_N)

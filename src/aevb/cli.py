@@ -448,7 +448,7 @@ def _eval_arguments(p):
 
 
 def _quality_arguments(p):
-    from .quality.samples import DOMAIN_N, FID_N
+    FID_N, DOMAIN_N = 2000, 10000  # = aevb.quality.samples' (a test keeps them equal; no torch here)
     p.add_argument("--fid", type=_positive_int, nargs="?", const=FID_N, default=None, metavar="N",
                    help=f"Inception FID, precision and recall of N samples against N test images "
                         f"(default N {FID_N}), and the domain scores with the same N")
@@ -767,6 +767,7 @@ def main(argv=None) -> int:
     below are in place, so even a Ctrl-C while torch is imported ends in one line."""
     import warnings
     name = "aevb"
+    interrupted = _InterruptFlag()
     try:
         p = parser()
         args, extras = p.parse_known_args(argv)
@@ -784,11 +785,40 @@ def main(argv=None) -> int:
     except BaseException as e:  # noqa: BLE001 - every failure becomes one line
         if isinstance(e, SystemExit):
             raise
+        if interrupted.seen:  # a Ctrl-C that surfaced as another error (e.g. inside an import)
+            print(f"{name}: interrupted", file=sys.stderr)
+            return 130
         status, message = _failure(e, name.removeprefix("aevb").strip())
         print(f"{name}: {message}", file=sys.stderr)
         if status == 70 and os.environ.get("AEVB_TRACEBACK"):
             raise
         return status
+    finally:
+        interrupted.restore()
+
+
+class _InterruptFlag:
+    """Notes a SIGINT (then raises KeyboardInterrupt as Python's own handler does), so that a
+    Ctrl-C which a library turns into another exception is still reported as one."""
+
+    def __init__(self):
+        import signal
+        self.seen, self.installed = False, False
+        try:
+            if signal.getsignal(signal.SIGINT) is signal.default_int_handler:
+                signal.signal(signal.SIGINT, self._handle)
+                self.installed = True
+        except ValueError:  # not the main thread
+            pass
+
+    def restore(self) -> None:
+        import signal
+        if self.installed:
+            signal.signal(signal.SIGINT, signal.default_int_handler)
+
+    def _handle(self, signum, frame):
+        self.seen = True
+        raise KeyboardInterrupt
 
 
 def _failure(e: BaseException, command: str) -> tuple[int, str]:
