@@ -321,13 +321,7 @@ def prepare(out, config: dict, model, *, resume: bool, overwrite: bool, ctx=None
     ctx = ctx or distributed.Context()
     d, lock = Path(out), None
     if ctx.main:
-        _check_usable(d, resume)
-        try:
-            d.mkdir(parents=True, exist_ok=True)
-        except OSError as e:
-            raise RunDirError(f"run directory {d} is not writable ({e.strerror}); choose another "
-                              "with --out") from None
-        lock = RunLock.acquire(d)
+        lock = _create_and_lock(d, resume, "run")
         try:
             _check_space(d, need=4 * sum(p.numel() * p.element_size() for p in model.parameters()))
             _start(d, {**config, "model_config": model.full_config()}, resume, overwrite)
@@ -444,18 +438,23 @@ def is_run(d) -> bool:
 SWEEP_FILES = ("sweep.json", "samples.png", "tradeoff.png")
 
 
+def _create_and_lock(d: Path, resume: bool, kind: str) -> "RunLock":
+    """Check that aevb may use `d` as a `kind` directory, create it and take its lock."""
+    _check_usable(d, resume, kind)
+    try:
+        d.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise RunDirError(f"{kind} directory {d} is not writable ({e.strerror}); choose another "
+                          "with --out") from None
+    return RunLock.acquire(d)
+
+
 def prepare_sweep(out, key: str, overwrite: bool) -> RunLock:
     """Make sweep directory `out` ready and lock it: new, empty, or a sweep over the same
     `key` (continued); a sweep over another key is replaced only with `overwrite` (its
     sweep.json and figures; its runs stay)."""
     d = Path(out)
-    _check_usable(d, resume=False, kind="sweep")
-    try:
-        d.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise RunDirError(f"sweep directory {d} is not writable ({e.strerror}); choose another "
-                          "with --out") from None
-    lock = RunLock.acquire(d)
+    lock = _create_and_lock(d, False, "sweep")
     marker = read_marker(d)
     if marker is not None and marker.get("key") != key:
         if not overwrite:
