@@ -86,8 +86,11 @@ def box(page, selector: str) -> dict:
 
 def test_the_page_loads_everything_from_the_server(page, server):
     assert page.inner_text("#run") == "digits"
+    page.wait_for_function(  # the first decode is a request of its own: wait for it, not a race
+        "() => document.querySelector('#decoded').src.startsWith('data:image/png;base64,')", timeout=20000)
     assert page.eval_on_selector("#decoded", "e => e.src").startswith("data:image/png;base64,")
     assert page.locator("#sliders input").count() == 4
+    page.wait_for_function("() => document.querySelectorAll('#samples img').length === 8", timeout=20000)
     assert len(page.locator("#samples img").all()) == 8
     assert all(url.startswith(server) or url.startswith("data:") for url in page.log["requests"])
     assert "PCA" in page.inner_text("#map-describe")

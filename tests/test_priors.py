@@ -4,6 +4,7 @@ component), and the mixture prior used end to end by a model that was not change
 from __future__ import annotations
 
 import inspect
+import tempfile
 import math
 
 import numpy as np
@@ -169,3 +170,31 @@ def test_a_prior_built_from_the_encoder_needs_no_change_to_the_model(monkeypatch
     run = train(model, ds, epochs=2, lr=3e-3, progress=False, tensorboard=False)
     assert not torch.equal(model.prior.pseudo_inputs, before)  # learned with the model
     assert all(math.isfinite(r["test_elbo"]) for r in run.history)
+
+
+def test_the_vamp_prior_is_the_mixture_of_the_posteriors_of_its_pseudo_inputs():
+    """prior: vamp (Tomczak & Welling 2018): log p(z) equals log 1/K sum_k q(z|u_k) computed
+    directly from the encoder; the pseudo-inputs stay images in [0, 1], are learned, and the
+    model saves, loads and scores log p(x) with them; a conditional model is refused."""
+    from aevb.models import load
+    ds = data.load("digits", binarize="static", limit=200)
+    torch.manual_seed(0)
+    model = VAE(ds.shape, 2, hidden=[16], prior="vamp", prior_components=5)
+    assert model.kl_method == "mc"
+    u = model.prior.pseudo_inputs_images()
+    assert u.shape == (5, *ds.shape) and u.min() >= 0 and u.max() <= 1
+    z = torch.randn(7, 2)
+    q = model.encode(u)
+    direct = torch.stack([torch.logsumexp(q.log_prob(zi.expand(5, 2)), 0) for zi in z]) - math.log(5)
+    assert torch.allclose(model.prior().log_prob(z), direct, atol=1e-5)
+    before = model.prior.pseudo_inputs.detach().clone()
+    run = train(model, ds, epochs=2, lr=3e-3, progress=False, tensorboard=False)
+    assert not torch.equal(model.prior.pseudo_inputs, before)
+    assert all(math.isfinite(r["test_elbo"]) for r in run.history)
+    with tempfile.TemporaryDirectory() as d:
+        again = load(model.save(d))
+    x = ds.test.x[:4]
+    assert torch.equal(again.prior.pseudo_inputs, model.prior.pseudo_inputs)
+    assert torch.allclose(again.log_likelihood(x, samples=50, seed=0), model.log_likelihood(x, samples=50, seed=0))
+    with pytest.raises(ValueError, match="not conditional"):
+        VAE(ds.shape, 2, hidden=[16], prior="vamp", num_classes=10)

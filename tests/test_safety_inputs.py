@@ -363,6 +363,8 @@ def test_ctrl_c_during_start_up_is_one_line(tmp_path):
             assert "aevb" not in err.replace(" -m aevb", ""), err  # Python's own start-up
             continue
         inside += 1
-        assert p.returncode == 130, (delay, p.returncode, err)
+        # 130, or death by the SIGINT itself (-2: how a shell's 130 looks from Python), seen
+        # when the signal lands inside torch's import; either way one line and no traceback
+        assert p.returncode in (130, -signal.SIGINT), (delay, p.returncode, err)
         assert "stopped by SIGINT" in out or err.strip().endswith("interrupted"), (delay, out, err)
     assert inside >= 4

@@ -92,6 +92,7 @@ def test_choices_listed_in_the_config_are_the_real_ones():
     real = {"binarize": ("auto", *BINARIZE), "model": builtin, "net": tuple(NETS),
             "activation": tuple(ACTIVATIONS), "likelihood": ("auto", *distributions.LIKELIHOODS),
             "kl": ("analytic", "mc"), "latent_family": tuple(distributions.LATENTS),
+            "prior": tuple(distributions.PRIORS),
             "estimator": vae.ESTIMATORS, "baseline": vae.BASELINES, "objective": vae.OBJECTIVES,
             "optimizer": tuple(training.OPTIMIZERS), "precision": training.PRECISIONS}
     assert {k: sorted(v) for k, v in config_mod.CHOICES.items()} == {k: sorted(v) for k, v in real.items()}

@@ -54,7 +54,7 @@ class Config:
     conditional: bool = False         # condition encoder and decoder on the label (CVAE)
     latent_family: str = "gaussian"   # gaussian (reparameterized) or bernoulli (binary codes)
     prior: str | None = None          # p(z), a name in aevb.distributions.PRIORS; unset: the latent family's (standard normal, Bernoulli(1/2))
-    prior_components: int = 10        # components of a mixture prior (prior: mog)
+    prior_components: int = 10        # components of a mixture prior (mog) or pseudo-inputs (vamp)
     estimator: str = "reinforce"      # bernoulli latent: score function (reinforce) or straight-through gumbel
     baseline: str = "learned"         # reinforce: none, mean (moving average) or learned (+ an MLP of x)
     gumbel_temperature: float = 0.5   # estimator gumbel: temperature of the straight-through relaxation
@@ -90,6 +90,7 @@ CHOICES = {
     "likelihood": ("auto", "bernoulli", "gaussian", "logistic", "continuous_bernoulli"),
     "kl": ("analytic", "mc"),
     "latent_family": ("gaussian", "bernoulli"),
+    "prior": ("standard_normal", "bernoulli_half", "mog", "vamp"),
     "estimator": ("reinforce", "gumbel"),
     "baseline": ("none", "mean", "learned"),
     "objective": ("elbo", "iwae"),

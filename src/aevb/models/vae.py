@@ -82,7 +82,8 @@ class VAE(Model):
             self.likelihood.params_per_dim * self.input_shape[0], hidden, activation, num_classes)
         # every prior is offered these; each keeps those it declares (a VampPrior: the encoder)
         self.prior = build_prior(prior, latent_dim, self.latent.support, components=prior_components,
-                                 input_shape=self.input_shape, encode=self.encode)
+                                 input_shape=self.input_shape, encode=self.encode,
+                                 num_classes=num_classes)
         self.baseline = None
         if not self.latent.reparameterized and estimator == "reinforce" and baseline != "none":
             self.baseline = ScoreBaseline(baseline, math.prod(self.input_shape) + num_classes)

@@ -7,9 +7,10 @@ from .base import Prior
 from .bernoulli_half import BernoulliHalf
 from .mixture import MixtureOfGaussians
 from .standard_normal import StandardNormal
+from .vamp import VampPrior
 
 PRIORS: dict[str, type[Prior]] = {"standard_normal": StandardNormal, "bernoulli_half": BernoulliHalf,
-                                  "mog": MixtureOfGaussians}
+                                  "mog": MixtureOfGaussians, "vamp": VampPrior}
 
 
 def build_prior(name: str, latent_dim: int, support: str | None = None, **settings) -> Prior:
@@ -33,4 +34,4 @@ def prior_name(prior: Prior | None) -> str:
     return next((k for k, cls in PRIORS.items() if type(prior) is cls), type(prior).__name__)
 
 
-__all__ = ["PRIORS", "BernoulliHalf", "Prior", "StandardNormal", "build_prior", "prior_name"]
+__all__ = ["PRIORS", "BernoulliHalf", "Prior", "StandardNormal", "VampPrior", "build_prior", "prior_name"]
