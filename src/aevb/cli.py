@@ -803,6 +803,9 @@ class _InterruptFlag:
 
     def __init__(self):
         import signal
+
+        from . import runtime  # no torch: imported here, never inside the handler
+        self.runtime = runtime
         self.seen, self.installed = False, False
         try:
             if signal.getsignal(signal.SIGINT) is signal.default_int_handler:
@@ -813,11 +816,12 @@ class _InterruptFlag:
 
     def restore(self) -> None:
         import signal
+        self.runtime.interrupted = False
         if self.installed:
             signal.signal(signal.SIGINT, signal.default_int_handler)
 
     def _handle(self, signum, frame):
-        self.seen = True
+        self.seen = self.runtime.interrupted = True
         raise KeyboardInterrupt
 
 

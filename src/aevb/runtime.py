@@ -45,6 +45,11 @@ M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3
 MMAP_THRESHOLD = 32 << 20  # glibc's largest allowed value (DEFAULT_MMAP_THRESHOLD_MAX on 64-bit)
 TRIM_THRESHOLD = 1 << 30
 SPINCOUNT = "30000"
+#: set by the `aevb` command when a Ctrl-C arrives. CPython ignores an exception raised in a
+#: weakref callback (one of importlib's runs while torch loads), so a Ctrl-C's
+#: KeyboardInterrupt can be lost; training then stops at once, with a checkpoint, when it sees
+#: this (`aevb.training`).
+interrupted = False
 MAX_THREADS = 1024  # more is a typo, and asking OpenMP for millions of threads never returns
 
 

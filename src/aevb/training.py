@@ -410,6 +410,8 @@ class _StopFlag:
                 self._old[sig] = signal.signal(sig, self._handle)
         except ValueError:  # not the main thread: signals stay as they are
             pass
+        if runtime.interrupted:  # a Ctrl-C of the command that an import swallowed
+            self.raised = signal.SIGINT
         return self
 
     def _handle(self, signum, frame):
