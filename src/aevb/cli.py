@@ -155,15 +155,15 @@ def _sample_arguments(p):
     p.add_argument("-n", type=_images, default=64, help="number of samples")
     _output_arguments(p, "RUN/samples.png")
     p.add_argument("--seed", type=_seed, default=0)
+    _code_source_arguments(p, "draw codes from a K-component Gaussian mixture fitted to the codes "
+                              "of the run's training images (saved in RUN/gmm-K.*) instead of the prior")
+
+
+def _code_source_arguments(p, gmm_help: str) -> None:
+    """Where the codes of samples come from (sample and plot): --per-class, --gmm K, --temperature."""
     p.add_argument("--per-class", type=_images, default=None, metavar="N",
-                   help="conditional model: N samples of each class, one row per class")
-    p.add_argument("--gmm", type=_positive_int, default=None, metavar="K",
-                   help="draw codes from a K-component Gaussian mixture fitted to the codes of "
-                        "the run's training images (saved in RUN/gmm-K.*) instead of the prior")
-    _temperature_argument(p)
-
-
-def _temperature_argument(p) -> None:
+                   help="samples of a conditional model: N per class, one row per class")
+    p.add_argument("--gmm", type=_positive_int, default=None, metavar="K", help=gmm_help)
     p.add_argument("--temperature", type=_positive_float, default=1.0, metavar="T",
                    help="scale the spread of the codes' distribution by T (z = T eps for the "
                         "standard normal prior; e.g. 0.5 for cleaner, less varied samples)")
@@ -531,12 +531,8 @@ def _plot_arguments(p):
                         "over the test images)")
     p.add_argument("--rate", type=float, default=0.2, help="denoise: salt-and-pepper rate")
     p.add_argument("--label", type=int, default=None, help="manifold of a conditional model: the class")
-    p.add_argument("--per-class", type=_images, default=None, metavar="N",
-                   help="samples of a conditional model: N per class, one row per class")
-    p.add_argument("--gmm", type=_positive_int, default=None, metavar="K",
-                   help="samples: codes from a K-component Gaussian mixture fitted to the codes of "
-                        "the training images; latent: that mixture's samples over the codes")
-    _temperature_argument(p)
+    _code_source_arguments(p, "samples: codes from a K-component Gaussian mixture fitted to the "
+                              "codes of the training images; latent: that mixture's samples over the codes")
     p.add_argument("--no-tsne", action="store_true", help="latent: PCA only (t-SNE takes seconds)")
     p.add_argument("--seed", type=_seed, default=0)
     p.add_argument("--data-dir", default=None, help="read the dataset's files from here")

@@ -10,7 +10,6 @@ import dataclasses
 import difflib
 import inspect
 import math
-import os
 import types
 import typing
 import warnings

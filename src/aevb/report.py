@@ -14,7 +14,6 @@ import datetime
 import html
 import io
 import json
-import os
 import time
 import warnings
 from pathlib import Path
