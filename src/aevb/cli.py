@@ -794,21 +794,25 @@ def main(argv=None) -> int:
 
 
 class _InterruptFlag:
-    """Notes a SIGINT (then raises KeyboardInterrupt as Python's own handler does), so that a
-    Ctrl-C which a library turns into another exception is still reported as one."""
+    """Notes a SIGINT in `runtime.interrupted` (then raises KeyboardInterrupt as Python's own
+    handler does), so that a Ctrl-C which a library turns into another exception, or an
+    import swallows, is still reported as one (and stops training, `aevb.training`)."""
 
     def __init__(self):
         import signal
 
         from . import runtime  # no torch: imported here, never inside the handler
-        self.runtime = runtime
-        self.seen, self.installed = False, False
+        self.runtime, self.installed = runtime, False
         try:
             if signal.getsignal(signal.SIGINT) is signal.default_int_handler:
                 signal.signal(signal.SIGINT, self._handle)
                 self.installed = True
         except ValueError:  # not the main thread
             pass
+
+    @property
+    def seen(self) -> bool:
+        return self.runtime.interrupted
 
     def restore(self) -> None:
         import signal
@@ -817,7 +821,7 @@ class _InterruptFlag:
             signal.signal(signal.SIGINT, signal.default_int_handler)
 
     def _handle(self, signum, frame):
-        self.seen = self.runtime.interrupted = True
+        self.runtime.interrupted = True
         raise KeyboardInterrupt
 
 
