@@ -23,7 +23,8 @@ SHAPE = (1, 8, 8)
 VARIANTS = [dict(), dict(latent_family="bernoulli"), dict(latent_family="bernoulli", estimator="gumbel"),
             dict(objective="iwae", iwae_k=3), dict(num_classes=3), dict(net="conv", hidden=[8]),
             dict(likelihood="gaussian", sigma="learned"), dict(likelihood="logistic"),
-            dict(likelihood="continuous_bernoulli"), dict(kl="mc")]
+            dict(likelihood="continuous_bernoulli"), dict(kl="mc"),
+            dict(posterior="iaf", flow_hidden=[8]), dict(posterior="iaf", prior="vamp", objective="iwae")]
 
 
 def model_of(kw):

@@ -93,7 +93,7 @@ def test_choices_listed_in_the_config_are_the_real_ones():
             "activation": tuple(ACTIVATIONS), "likelihood": ("auto", *distributions.LIKELIHOODS),
             "kl": ("analytic", "mc"), "latent_family": tuple(distributions.LATENTS),
             "prior": tuple(distributions.PRIORS),
-            "estimator": vae.ESTIMATORS, "baseline": vae.BASELINES, "objective": vae.OBJECTIVES,
+            "estimator": vae.ESTIMATORS, "baseline": vae.BASELINES, "objective": vae.OBJECTIVES, "posterior": vae.POSTERIORS,
             "optimizer": tuple(training.OPTIMIZERS), "precision": training.PRECISIONS}
     assert {k: sorted(v) for k, v in config_mod.CHOICES.items()} == {k: sorted(v) for k, v in real.items()}
     assert PLOT_KINDS == plots.KINDS

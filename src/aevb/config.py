@@ -59,6 +59,9 @@ class Config:
     gumbel_temperature: float = 0.5   # estimator gumbel: temperature of the straight-through relaxation
     objective: str = "elbo"           # training objective: the ELBO or the importance-weighted bound (iwae)
     iwae_k: int = 5                   # objective iwae: samples per example
+    posterior: str = "diagonal"       # q(z|x): a diagonal Gaussian, or one followed by an inverse autoregressive flow (iaf; latent_family gaussian)
+    flow_steps: int = 2               # posterior iaf: flow steps (MADEs), the order of the units reversed between steps
+    flow_hidden: list[int] = field(default_factory=lambda: [128, 128])  # posterior iaf: hidden layer sizes of each MADE (the first is also the size of the encoder's context h)
     # training
     epochs: int = 20                  # passes over the training images
     batch_size: int = 100             # images per step (the global batch under torchrun)
@@ -93,6 +96,7 @@ CHOICES = {
     "estimator": ("reinforce", "gumbel"),
     "baseline": ("none", "mean", "learned"),
     "objective": ("elbo", "iwae"),
+    "posterior": ("diagonal", "iaf"),
     "optimizer": ("adam", "adamw", "rmsprop", "adagrad", "sgd"),
     "precision": ("fp32", "bf16", "fp16"),
 }

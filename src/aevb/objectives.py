@@ -19,7 +19,9 @@ returned per example (shape (N,)), in nats; losses are their negated mean over e
     biased gradients, but the reported ELBO is exact.
 
 A model reaches these functions only through its declared interface: `model.encode(x, y)`
-(q(z|x)), `model.decode(z, y)` (p(x|z)), `model.prior()` (p(z)).
+(q(z|x)), `model.decode(z, y)` (p(x|z)), `model.prior()` (p(z)). Samples of q(z|x) and
+their log densities come together from one function,
+`aevb.distributions.sample_with_log_prob` (a flow posterior's density comes with its sample).
 """
 from __future__ import annotations
 
@@ -31,6 +33,7 @@ import torch
 from torch import Tensor
 from torch.distributions import Distribution, kl_divergence
 
+from .distributions import sample_with_log_prob
 from .runtime import adapt_threads, tuned
 
 log = logging.getLogger("aevb")
@@ -45,7 +48,8 @@ def kl_method(requested: str, q: Distribution, p: Distribution) -> str:
     """How KL(q || p) is computed for posteriors like `q` and the prior `p`: "analytic" when
     it is asked for and torch.distributions has a closed form registered for the pair of
     types, else "mc" (log q(z|x) - log p(z) at the sampled z, an unbiased estimate); a
-    fallback from "analytic" to "mc" is logged once, here."""
+    fallback from "analytic" to "mc" is logged once, here (so for a flow posterior, "iaf",
+    whose KL to any prior has no closed form, "analytic" means "mc")."""
     if requested not in KL_METHODS:
         raise ValueError(f"kl must be 'analytic' or 'mc', got {requested!r}")
     if requested == "mc":
@@ -59,13 +63,13 @@ def kl_method(requested: str, q: Distribution, p: Distribution) -> str:
     return "analytic"
 
 
-def _terms(model, q, z: Tensor, x: Tensor, y, target, kl: str) -> dict[str, Tensor]:
+def _terms(model, q, z: Tensor, log_qz: Tensor, x: Tensor, y, target, kl: str) -> dict[str, Tensor]:
     rec = model.decode(z, y).log_prob(x if target is None else target)
     prior = model.prior()
     if kl == "analytic":
         k = kl_divergence(q, prior)
     elif kl == "mc":
-        k = q.log_prob(z) - prior.log_prob(z)
+        k = log_qz - prior.log_prob(z)
     else:
         raise ValueError(f"kl must be 'analytic' or 'mc', got {kl!r}")
     return {"elbo": rec - k, "rec": rec, "kl": k}
@@ -82,8 +86,7 @@ def elbo(model, x: Tensor, y: Tensor | None = None, target: Tensor | None = None
     values are the same; use `score_function_elbo` to train such a model).
     """
     q = model.encode(x, y)
-    z = q.rsample() if q.has_rsample else q.sample()
-    return _terms(model, q, z, x, y, target, kl)
+    return _terms(model, q, *sample_with_log_prob(q), x, y, target, kl)
 
 
 def score_function_elbo(model, x: Tensor, y: Tensor | None = None, target: Tensor | None = None,
@@ -101,9 +104,8 @@ def score_function_elbo(model, x: Tensor, y: Tensor | None = None, target: Tenso
       `baseline` b that does not depend on z (a constant or a function of x, detached).
     Minimize -surrogate.mean() (nats per example)."""
     q = model.encode(x, y)
-    z = q.sample()
-    terms = _terms(model, q, z, x, y, target, kl)
-    log_q = q.log_prob(z)
+    z, log_q = sample_with_log_prob(q, reparameterized=False)
+    terms = _terms(model, q, z, log_q, x, y, target, kl)
     signal = terms["rec"].detach()
     if kl == "mc":
         signal = signal - beta * terms["kl"].detach()
@@ -129,7 +131,8 @@ def straight_through_elbo(model, x: Tensor, y: Tensor | None = None, target: Ten
     """`elbo` for a factorized-Bernoulli latent with a straight-through Gumbel sample: the
     values are exact (an unbiased ELBO estimate), the encoder gradients biased but low-variance."""
     q = model.encode(x, y)
-    return _terms(model, q, straight_through_bernoulli(q, temperature), x, y, target, kl)
+    z = straight_through_bernoulli(q, temperature)
+    return _terms(model, q, z, q.log_prob(z), x, y, target, kl)
 
 
 # ----------------------------------------------------------------------------- log-weights
@@ -159,8 +162,8 @@ def log_weight_terms(model, x: Tensor, k: int, y: Tensor | None = None, target: 
     (`rows` samples of one example when K >= rows, else all K samples of rows // K examples).
     `target` is the image scored (default `x`; a denoising model's clean image)."""
     q = model.encode(x, y)
-    z = q.rsample((k,)) if rsample else q.sample((k,))              # (K, N, D)
-    log_pz, log_qz = model.prior().log_prob(z).T, q.log_prob(z).T  # (N, K)
+    z, log_qz = sample_with_log_prob(q, (k,), rsample)             # (K, N, D), (K, N)
+    log_pz, log_qz = model.prior().log_prob(z).T, log_qz.T         # (N, K)
     t = x if target is None else target
     return LogWeights(_decoded_log_prob(model, z.transpose(0, 1), t, y, rows), log_pz, log_qz)
 

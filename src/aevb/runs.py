@@ -155,6 +155,9 @@ def build_model(cfg: Config, dataset):
     if cfg.conditional and not dataset.num_classes:
         raise ConfigError(f"conditional: true needs labels, and dataset {cfg.dataset!r} has none")
     cls = MODELS[cfg.model]
+    if cfg.posterior != "diagonal" and "posterior" not in cls.settings:
+        raise ConfigError(f"posterior {cfg.posterior!r}: model {cfg.model!r} has no posterior to choose; use "
+                          f"model {' or '.join(k for k, c in MODELS.items() if 'posterior' in c.settings)}")
     kw = dict(input_shape=dataset.shape, num_classes=dataset.num_classes if cfg.conditional else 0,
               **{k: getattr(cfg, k) for k in cls.settings})
     _check_memory(cls, kw)

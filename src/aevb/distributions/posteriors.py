@@ -1,12 +1,22 @@
 """Posterior families q_phi(z|x): a family turns the encoder's output into a distribution
 over latent vectors (event = latent_dim), so `log_prob` is one number per example.
 
-Each family declares `params_per_dim` (encoder outputs per latent unit), whether samples
+Each family declares `params_per_dim` (encoder outputs per latent unit) and `context_dim`
+(further encoder outputs per example, 0 here; a flow's context), whether samples
 are `reparameterized`, its `support` ("real" or "binary", which a prior must share) and
 its `default_prior` (the prior of a config that names none). KL divergences to priors are
 registered with `torch.distributions.kl.register_kl` where a closed form exists.
+
+A sample always comes with its log density through one function, `sample_with_log_prob(q,
+shape, reparameterized)`, which the objectives use: for most distributions a sample and
+then `log_prob`; a distribution type whose density is cheaper at its own samples declares
+so by registering its own (`sample_with_log_prob.register`), as the inverse autoregressive
+flow does (`aevb.distributions.iaf`): its density comes with the sample, while `log_prob`
+at any other point has to invert the flow one unit at a time.
 """
 from __future__ import annotations
+
+from functools import singledispatch
 
 import torch
 import torch.nn.functional as F
@@ -27,6 +37,18 @@ class DiagonalNormal(Independent):
     def expand(self, batch_shape, _instance=None):
         shape = torch.Size(batch_shape) + self.event_shape
         return DiagonalNormal(self.base_dist.loc.expand(shape), self.logvar.expand(shape), self.standard)
+
+
+@singledispatch
+def sample_with_log_prob(q: Distribution, sample_shape=torch.Size(), reparameterized: bool = True
+                         ) -> tuple[Tensor, Tensor]:
+    """(z, log q(z)) for z ~ q of shape `sample_shape` + q's batch and event shape, log q
+    one number per example (sample_shape + batch shape). z is reparameterized (gradients
+    flow through it) when `reparameterized` and q allows it, else a plain sample, for which
+    log q(z) still carries the gradient of q's parameters (the score function's). Dispatches
+    on q's type; this default is a sample and then `q.log_prob`."""
+    z = q.rsample(sample_shape) if reparameterized and q.has_rsample else q.sample(sample_shape)
+    return z, q.log_prob(z)
 
 
 @register_kl(DiagonalNormal, DiagonalNormal)
@@ -92,6 +114,7 @@ class DiagonalGaussian:
     """
 
     params_per_dim = 2
+    context_dim = 0
     reparameterized = True
     support = "real"
     default_prior = "standard_normal"
@@ -115,6 +138,7 @@ class FactorizedBernoulli:
     """
 
     params_per_dim = 1
+    context_dim = 0
     reparameterized = False
     support = "binary"
     default_prior = "bernoulli_half"

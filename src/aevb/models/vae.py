@@ -4,7 +4,8 @@ p_theta(x|z), prior p(z), trained by maximizing the SGVB estimate of the ELBO.
 One class covers the variants of the seed reports, each a choice of shared parts:
 - posterior family: `latent_family="gaussian"` (reparameterized) or `"bernoulli"` (binary
   codes; encoder trained by REINFORCE with a baseline, or straight-through Gumbel with
-  `estimator="gumbel"`);
+  `estimator="gumbel"`); `posterior="iaf"` puts `flow_steps` inverse autoregressive flow
+  steps (MADEs of hidden sizes `flow_hidden`) on the Gaussian (`aevb.distributions.iaf`);
 - prior: `prior=` a name in `aevb.distributions.PRIORS` (default: the posterior family's,
   N(0, I) or Bernoulli(1/2)); `prior_components` for a mixture prior;
 - networks: `net="mlp"` or `"conv"` (shapes inferred from the input);
@@ -22,7 +23,7 @@ import torch
 from torch import Tensor
 
 from .. import nets
-from ..distributions import LATENTS, bits_per_dim, build_prior
+from ..distributions import LATENTS, InverseAutoregressiveFlow, bits_per_dim, build_prior
 from ..distributions import latent_family as make_latent_family
 from ..distributions import likelihood as make_likelihood
 from ..objectives import (KL_METHODS, elbo, iwae_terms, kl_method, score_function_elbo,
@@ -33,6 +34,7 @@ from .baseline import ScoreBaseline
 OBJECTIVES = ("elbo", "iwae")
 ESTIMATORS = ("reinforce", "gumbel")
 BASELINES = ("none", "mean", "learned")
+POSTERIORS = ("diagonal", "iaf")
 
 
 def _default_prior(family) -> str | None:
@@ -52,17 +54,18 @@ class VAE(Model):
 
     settings = ("latent_dim", "net", "hidden", "activation", "likelihood", "sigma", "latent_family",
                 "prior", "prior_components", "beta", "kl", "objective", "iwae_k", "estimator",
-                "baseline", "gumbel_temperature")
+                "baseline", "gumbel_temperature", "posterior", "flow_steps", "flow_hidden")
 
     def __init__(self, input_shape=(1, 28, 28), latent_dim: int = 20, net: str = "mlp",
                  hidden=(400, 400), activation: str = "relu", likelihood: str = "bernoulli",
                  sigma: float | str = 1.0, latent_family: str = "gaussian", beta: float = 1.0,
                  kl: str = "analytic", num_classes: int = 0, objective: str = "elbo",
                  iwae_k: int = 5, estimator: str = "reinforce", baseline: str = "learned",
-                 gumbel_temperature: float = 0.5, prior: str | None = None, prior_components: int = 10):
+                 gumbel_temperature: float = 0.5, prior: str | None = None, prior_components: int = 10,
+                 posterior: str = "diagonal", flow_steps: int = 2, flow_hidden=(128, 128)):
         super().__init__(input_shape, latent_dim, num_classes, hidden)
         _check_options(objective, estimator, baseline, kl, iwae_k, gumbel_temperature)
-        self.latent = make_latent_family(latent_family)
+        self.latent = _posterior_family(latent_family, posterior, latent_dim, flow_steps, flow_hidden)
         if objective == "iwae" and not self.latent.reparameterized:
             raise ValueError(f"objective 'iwae' needs a reparameterized latent family (gaussian), "
                              f"not {latent_family!r}; use objective 'elbo'")
@@ -73,22 +76,26 @@ class VAE(Model):
                            prior_components=prior_components, beta=beta, kl=kl,
                            num_classes=num_classes, objective=objective, iwae_k=iwae_k,
                            estimator=estimator, baseline=baseline,
-                           gumbel_temperature=gumbel_temperature)
+                           gumbel_temperature=gumbel_temperature, posterior=posterior,
+                           flow_steps=flow_steps, flow_hidden=list(flow_hidden))
         self.beta, self.kl, self.objective_name, self.iwae_k = beta, kl, objective, iwae_k
         self.estimator, self.gumbel_temperature = estimator, gumbel_temperature
         self.likelihood = make_likelihood(likelihood, sigma)
+        enc_out = self.latent.params_per_dim * latent_dim + self.latent.context_dim
         self.encoder, self.decoder = nets.build(
-            net, self.input_shape, self.latent.params_per_dim * latent_dim, latent_dim,
+            net, self.input_shape, enc_out, latent_dim,
             self.likelihood.params_per_dim * self.input_shape[0], hidden, activation, num_classes)
-        # every prior is offered these; each keeps those it declares (a VampPrior: the encoder)
+        # every prior is offered these; each keeps those it declares (a VampPrior: the encoder,
+        # whose q(z|x) before any flow: a mixture of flows would need D inversions per density)
         self.prior = build_prior(prior, latent_dim, self.latent.support, components=prior_components,
-                                 input_shape=self.input_shape, encode=self.encode,
+                                 input_shape=self.input_shape,
+                                 encode=self.encode if posterior == "diagonal" else self._encode_base,
                                  num_classes=num_classes)
         self.baseline = None
         if not self.latent.reparameterized and estimator == "reinforce" and baseline != "none":
             self.baseline = ScoreBaseline(baseline, math.prod(self.input_shape) + num_classes)
         with torch.no_grad():  # the posterior at a zero encoder output stands for all of them
-            q = self.latent(torch.zeros(1, self.latent.params_per_dim * latent_dim))
+            q = self.latent(torch.zeros(1, enc_out))
             self.kl_method = kl_method(kl, q, self.prior())
 
     @classmethod
@@ -114,6 +121,10 @@ class VAE(Model):
     def encode(self, x: Tensor, y: Tensor | None = None):
         """q_phi(z|x) as a distribution over latent vectors (event = latent_dim)."""
         return self.latent(self.encoder(x, self.condition(y)))
+
+    def _encode_base(self, x: Tensor, y: Tensor | None = None):
+        """posterior "iaf": the diagonal Gaussian q0(z|x) the flow starts from."""
+        return self.latent.base(self.encoder(x, self.condition(y)))
 
     def objective(self, x: Tensor, y: Tensor | None = None, target: Tensor | None = None,
                   beta: float | None = None) -> dict:
@@ -154,6 +165,18 @@ class VAE(Model):
                 self.baseline.update(signal)
         terms["loss"] = loss
         return terms
+
+
+def _posterior_family(latent_family: str, posterior: str, latent_dim: int, flow_steps, flow_hidden):
+    """The posterior family: `latent_family`'s, or an inverse autoregressive flow on it."""
+    check_choice("posterior", posterior, POSTERIORS)
+    family = make_latent_family(latent_family)
+    if posterior == "diagonal":
+        return family
+    if latent_family != "gaussian":
+        raise ValueError(f"posterior 'iaf' is a flow over real-valued codes; it needs latent_family "
+                         f"'gaussian', not {latent_family!r} (or use posterior 'diagonal')")
+    return InverseAutoregressiveFlow(latent_dim, flow_steps, flow_hidden)
 
 
 def _check_options(objective, estimator, baseline, kl, iwae_k, gumbel_temperature) -> None:
