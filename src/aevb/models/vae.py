@@ -101,13 +101,17 @@ class VAE(Model):
     @classmethod
     def upgrade_config(cls, config: dict) -> dict:
         """Configs of earlier versions: the latent family was called "latent"; there was no
-        `prior` (the family's default) and no `prior_components`."""
+        `prior` (the family's default), no `prior_components`, and no `posterior` (the
+        diagonal one) with `flow_steps` and `flow_hidden`."""
         config = dict(config)
         if "latent" in config:
             config["latent_family"] = config.pop("latent")
         if config.get("prior") is None and _default_prior(config.get("latent_family", "gaussian")):
             config["prior"] = _default_prior(config.get("latent_family", "gaussian"))
         config.setdefault("prior_components", 10)
+        config.setdefault("posterior", "diagonal")
+        config.setdefault("flow_steps", 2)
+        config.setdefault("flow_hidden", [128, 128])
         return config
 
     @classmethod
