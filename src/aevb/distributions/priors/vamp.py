@@ -15,7 +15,8 @@ class VampPrior(Prior):
     shape kept in [0, 1] (a hard tanh, as in the paper) so that they can be looked at
     (`pseudo_inputs_images`). The pseudo-inputs are learned with the rest of the model.
     KL(q(z|x) || p(z)) has no closed form: Monte Carlo (`model.kl_method` is "mc"). Not for
-    a conditional model, whose posterior needs a label the prior does not have.
+    a conditional model, whose posterior needs a label the prior does not have. With a flow
+    posterior (posterior: iaf) the model offers its base Gaussian q0(z|x) as `encode`.
     Initialization: u_k ~ N(0.05, 0.01^2), as in the paper's MNIST experiments."""
 
     support = "real"
