@@ -79,6 +79,7 @@ class Options:
     eval_batch_size: int = 1000
     max_skips: int = 100
     precision: str = "fp32"
+    compile: bool = False
 
 
 @dataclass
@@ -124,7 +125,7 @@ def train(model, dataset, *, epochs: int = 10, batch_size: int = 100, lr: float 
           overwrite: bool = False, config: dict | None = None, progress: bool | str = True,
           tensorboard: bool = True, eval_batch_size: int = 1000, max_skips: int = 100,
           device: str | None = "auto", precision: str = "fp32", threads: int | str | None = None,
-          tuning: bool = True, callbacks=()) -> Run:
+          tuning: bool = True, compile: bool = False, callbacks=()) -> Run:
     """Train `model` on `dataset` by minimizing its objective; returns a `Run`.
 
     - `batch_size` is the global batch: under torchrun each of W ranks takes batch_size / W
@@ -144,12 +145,19 @@ def train(model, dataset, *, epochs: int = 10, batch_size: int = 100, lr: float 
       count, for the duration of training; None: AEVB_THREADS, else auto. `tuning=False`
       (or AEVB_NO_TUNING=1) leaves the thread count alone (`aevb.runtime.tuned`); PyTorch's
       thread count is restored when training ends either way.
+    - `compile`: the step's forward and backward compiled by torch.compile (inductor): on
+      CPU the elementwise work of the loss, KL and reparameterization is fused into a few
+      C++ loops, ~20-25% less time per step for the MLP VAE at batch 100, after a compile of
+      ~15-25 s (cached on disk by PyTorch for later runs): worth it for runs of many
+      thousand steps (benchmarks/README.md). The values are the eager step's up to the
+      random numbers (inductor draws its own; tests/test_step_fast_paths.py checks them equal
+      with inductor's `fallback_random`).
     - `callbacks`: functions called as cb(run, record) after each epoch (on rank 0).
     - `progress`: True (a bar on a terminal, else one line per epoch), "lines", "both" or
       False (see `aevb.progress`).
     """
     options = Options(epochs, batch_size, lr, optimizer, seed, clip_grad, warmup_epochs, noise,
-                      eval_batch_size, max_skips, precision)
+                      eval_batch_size, max_skips, precision, compile)
     _check(model, dataset, options)
     with runtime.tuned(threads, enabled=tuning):
         loop = start(model, dataset, options, device, out=out, resume=resume, overwrite=overwrite,
@@ -193,6 +201,8 @@ def start(model, dataset, o: Options, device, *, out, resume: bool, overwrite: b
     if ctx.distributed:
         net = nn.parallel.DistributedDataParallel(
             model, device_ids=[ctx.device.index] if ctx.device.type == "cuda" else None)
+    if o.compile:  # the eager model stays `loop.model` (evaluation, checkpoints)
+        net = torch.compile(net)
     half = torch.float16 if o.precision == "fp16" else torch.bfloat16
     steps = math.ceil(len(dataset.train) / o.batch_size)
     parameters = list(model.parameters())
