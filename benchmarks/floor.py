@@ -4,6 +4,7 @@
     python benchmarks/floor.py --batch 1000
     python benchmarks/floor.py --net conv             # conv VAE (28x28, channels 32, 64)
     python benchmarks/floor.py --eval                 # importance-sampled log p(x), K=5000
+    python benchmarks/floor.py --compile              # aevb's step with compile=True
     python benchmarks/floor.py --all --json floor.json
 
 The floor of one training step is the time of its matrix products at their real shapes,
@@ -169,7 +170,8 @@ def _model(net: str, shape):
     return VAE(shape, latent_dim=20, net=net, hidden=(400, 400) if net == "mlp" else (32, 64))
 
 
-def measure_training(net: str, batch: int, steps: int, blocks: int, profile: int = 0) -> dict:
+def measure_training(net: str, batch: int, steps: int, blocks: int, profile: int = 0,
+                     compiled: bool = False) -> dict:
     from aevb import train
     ds, source = _dataset(batch * steps, 1)
     model = _model(net, ds.shape).to(DEVICE)
@@ -191,8 +193,9 @@ def measure_training(net: str, batch: int, steps: int, blocks: int, profile: int
 
     train(model, ds, epochs=blocks + 1, batch_size=batch, progress=False, tensorboard=False,
           device=str(DEVICE), threads=torch.get_num_threads() if DEVICE.type == "cpu" else None,
-          callbacks=[between_epochs])
-    res = _summary({"what": f"{net} training step", "batch": batch, "steps_per_block": steps,
+          compile=compiled, callbacks=[between_epochs])
+    what = f"{net} training step" + (" (compile)" if compiled else "")
+    res = _summary({"what": what, "batch": batch, "steps_per_block": steps,
                     "data": source}, kernels, floors, steps_t)
     if profiler.table:
         res["profile"], res["blocks"] = profiler.table, res["blocks"] - 1  # the profiled block is slower
@@ -322,6 +325,7 @@ def main(argv=None) -> int:
     p.add_argument("--profile", type=int, default=0, metavar="ROWS",
                    help="also profile one block of training steps: the ROWS costliest operators")
     p.add_argument("--device", default="cpu", help="cpu or cuda[:N]")
+    p.add_argument("--compile", action="store_true", help="aevb's step with compile=True (torch.compile)")
     p.add_argument("--json", default=None)
     a = p.parse_args(argv)
     global DEVICE
@@ -334,7 +338,7 @@ def main(argv=None) -> int:
     for job in jobs:
         r = (measure_eval(a.eval_images, a.k, a.blocks) if job == "eval" else
              measure_training(job[0], job[1], a.steps if job[1] <= 100 else max(10, a.steps // 10), a.blocks,
-                                  a.profile))
+                                  a.profile, a.compile))
         res["results"].append(r)
         print(f"{r['what']}: floor / step = {r['median_floor_share']:.0%} (median of {r['blocks']} blocks; "
               f"floor {statistics.median(r['floor_ms']):.3f} ms, step {statistics.median(r['step_ms']):.3f} ms; "

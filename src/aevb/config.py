@@ -74,6 +74,7 @@ class Config:
     out: str | None = None            # run directory (default runs/<name>)
     device: str = "auto"              # auto (CUDA if present) | cpu | cuda | cuda:N
     precision: str = "fp32"           # fp32, or bf16 / fp16 autocast (fp16 with loss scaling, for GPUs)
+    compile: bool = False             # torch.compile the training step (pays off in long runs; see docs)
     threads: int | str | None = None  # CPU threads: auto (follow the load) | N (fixed); default: AEVB_THREADS or auto
 
     def to_dict(self) -> dict:
