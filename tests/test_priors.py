@@ -198,3 +198,21 @@ def test_the_vamp_prior_is_the_mixture_of_the_posteriors_of_its_pseudo_inputs():
     assert torch.allclose(again.log_likelihood(x, samples=50, seed=0), model.log_likelihood(x, samples=50, seed=0))
     with pytest.raises(ValueError, match="not conditional"):
         VAE(ds.shape, 2, hidden=[16], prior="vamp", num_classes=10)
+
+
+def test_matrix_product_mixture_density_equals_the_plain_mixture_in_float32():
+    """DiagonalGaussianMixture.log_prob (two matrix products) against MixtureSameFamily's
+    elementwise log_prob, in float32, with narrow components (variances down to 1e-3, as a
+    VampPrior's posteriors reach) and z of batch shape (N, S)."""
+    from torch.distributions import Categorical, MixtureSameFamily
+    from aevb.distributions.priors.mixture import DiagonalGaussianMixture
+    g = torch.Generator().manual_seed(0)
+    k, d = 50, 20
+    logits, loc = torch.randn(k, generator=g), torch.randn(k, d, generator=g) * 2
+    scale = torch.exp(torch.empty(k, d).uniform_(-3.5, 0.5, generator=g))
+    z = torch.randn(6, 7, d, generator=g) * 2
+    z[0, 0] = loc[3] + 0.01  # a point inside one narrow component
+    plain = MixtureSameFamily(Categorical(logits=logits), Independent(Normal(loc, scale), 1)).log_prob(z)
+    fast = DiagonalGaussianMixture(logits, loc, scale).log_prob(z)
+    assert fast.shape == (6, 7)
+    torch.testing.assert_close(fast, plain, rtol=1e-5, atol=2e-3)

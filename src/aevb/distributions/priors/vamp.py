@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import torch
 from torch import nn
-from torch.distributions import Categorical, MixtureSameFamily
-
 from .base import Prior
+from .mixture import DiagonalGaussianMixture
 
 
 class VampPrior(Prior):
@@ -37,8 +36,7 @@ class VampPrior(Prior):
         """The K pseudo-inputs as images (K, C, H, W) in [0, 1]."""
         return nn.functional.hardtanh(self.pseudo_inputs, 0.0, 1.0)
 
-    def forward(self) -> MixtureSameFamily:
-        q = self.encode(self.pseudo_inputs_images())  # K posteriors: batch (K,), event (latent_dim,)
+    def forward(self) -> DiagonalGaussianMixture:
+        q = self.encode(self.pseudo_inputs_images()).base_dist  # K diagonal Gaussians, (K, latent_dim)
         k = self.pseudo_inputs.shape[0]
-        return MixtureSameFamily(Categorical(logits=torch.zeros(k, device=self.pseudo_inputs.device),
-                                             validate_args=False), q, validate_args=False)
+        return DiagonalGaussianMixture(torch.zeros(k, device=q.loc.device, dtype=q.loc.dtype), q.loc, q.scale)
