@@ -105,6 +105,8 @@ def w_aevb(spec) -> dict:
     from aevb.runs import build_model
     ds = _load(spec)
     settings = {**MLP, **spec["settings"]}
+    if settings.get("posterior") == "iaf":  # the MADEs as pythae's below: 2 hidden layers of 128
+        settings.update(flow_steps=spec["flow_steps"], flow_hidden=[128, 128])
     try:
         cfg = make_config(dataset="mnist-offline", data_dir=spec["data_dir"], binarize="dynamic",
                           likelihood="bernoulli", prior_components=spec["components"], **settings)

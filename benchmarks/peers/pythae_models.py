@@ -26,7 +26,9 @@ KINDS = ("VAE", "IWAE", "VAMP", "VAE_IAF")
 
 def build(kind: str, latent_dim: int = 20, hidden: int = 400, *, iwae_k: int = 5,
           components: int = 50, flow_steps: int = 2):
-    """A pythae model of `kind` with the custom encoder / decoder (BCE reconstruction)."""
+    """A pythae model of `kind` with the custom encoder / decoder (BCE reconstruction); the
+    IAF's MADEs have 2 hidden layers of 128 units (aevb's `flow_hidden` default; pythae's
+    default is 3)."""
     from pythae import models
     from pythae.models.base.base_utils import ModelOutput
     from pythae.models.nn import BaseDecoder, BaseEncoder
@@ -55,7 +57,8 @@ def build(kind: str, latent_dim: int = 20, hidden: int = 400, *, iwae_k: int = 5
     config = {"VAE": lambda: models.VAEConfig(**common),
               "IWAE": lambda: models.IWAEConfig(**common, number_samples=iwae_k),
               "VAMP": lambda: models.VAMPConfig(**common, number_components=components),
-              "VAE_IAF": lambda: models.VAE_IAF_Config(**common, n_made_blocks=flow_steps)}[kind]()
+              "VAE_IAF": lambda: models.VAE_IAF_Config(**common, n_made_blocks=flow_steps,
+                                                             n_hidden_in_made=2, hidden_size=128)}[kind]()
     return getattr(models, kind)(model_config=config, encoder=Encoder(), decoder=Decoder())
 
 

@@ -287,9 +287,9 @@ def run_epoch(loop: Loop, dataset) -> bool:
         state["step"] += 1
         state["global_step"] += 1
         loop.bar.update(1)
-        late = o.time_limit is not None and time.perf_counter() - loop.t0 >= o.time_limit
-        if distributed.any_rank(loop.stop.raised is not None or late, ctx):
-            loop.stop.raised = loop.stop.raised or (TIME_LIMIT if late else signal.SIGTERM)
+        late = o.time_limit is not None and distributed.any_rank(time.perf_counter() - loop.t0 >= o.time_limit, ctx)
+        if late or distributed.any_rank(loop.stop.raised is not None, ctx):
+            loop.stop.raised = TIME_LIMIT if late else (loop.stop.raised or signal.SIGTERM)  # alike on all ranks
             break
     return not (loop.stop.raised is not None and state["step"] < loop.steps_per_epoch)
 
