@@ -19,8 +19,8 @@ its standard error over images; the one-sample test ELBO; active units (Cov_x(E_
 0.01). pythae's models are scored in pythae's environment with aevb on PYTHONPATH, their
 weights turned into aevb models by peers/pythae_models.py (checked there against pythae's own
 loss: `adapter_check` in each pythae result). aevb and pythae models alternate so that the
-machine's drift hits both. A model whose config the installed aevb refuses (the two-layer and
-IAF models before their branches are merged) is skipped with the reason.
+machine's drift hits both. A model whose config the installed aevb refuses (the two-layer
+model before the hvae branch is merged) is skipped with the reason.
 
 aevb.train evaluates its dataset's test split after every epoch; it is handed 500 of the
 evaluation images for that (pythae gets no evaluation data), so that both spend the budget
@@ -256,6 +256,18 @@ def projected_eval_seconds(r: dict) -> float | None:
     return log_px + (s.get("elbo", 0) + s.get("active_units", 0)) * 5000 / r["n"]
 
 
+def projection(results: dict, probe: int) -> str:
+    """One line: the projected time of the default run (300 s per model, K=5000 on 5,000
+    images), from this run's evaluation speed."""
+    per = {k: projected_eval_seconds(r) for k, r in results.items() if projected_eval_seconds(r)}
+    total = len(per) * 300 + sum(per.values())
+    how = f" (K=5000 timed on {probe} images per model)" if probe else ""
+    return (f"Projected for the default run (300 s each, K=5000 on 5,000 images) from this run's evaluation "
+            f"speed{how}: {len(per)} models x 300 s + {sum(per.values()) / 60:.0f} min of evaluation = "
+            f"{total / 3600:.1f} h (plus start-up); evaluation per model: "
+            + ", ".join(f"{k} {v / 60:.0f} min" for k, v in per.items()) + ".")
+
+
 PAIRS = [("aevb-vae", "pythae-vae"), ("aevb-iwae", "pythae-iwae"), ("aevb-vamp", "pythae-vamp"),
          ("aevb-iaf", "pythae-iaf")]
 
@@ -385,14 +397,7 @@ def main(argv=None) -> int:
                       f"{sum(r['eval_seconds'].values()):.1f} s" if "log_px" in r
                       else (r.get("skipped") or r.get("error"))), flush=True)
     info["load_after"] = load_text()
-    projected = [p for p in (projected_eval_seconds(r) for r in results.values()) if p]
-    notes = []
-    if projected:
-        n_models = sum("log_px" in r for r in results.values())
-        notes.append(f"Projected for the default run (300 s each, K=5000 on 5,000 images) from this run's "
-                     f"evaluation speed{' (K=5000 timed on ' + str(probe) + ' images per model)' if probe else ''}: {n_models} models x 300 s + {sum(projected) / 60:.0f} min of "
-                     f"evaluation = {(n_models * 300 + sum(projected)) / 3600:.1f} h (plus start-up), "
-                     f"per model {', '.join(f'{k} {p / 60:.0f} min' for k, p in zip(results, map(projected_eval_seconds, results.values())) if p)}.")
+    notes = [projection(results, probe)] if any(map(projected_eval_seconds, results.values())) else []
     print("\n" + table(results, labels) + "\n")
     for line in verdicts(results) + notes:
         print(line)

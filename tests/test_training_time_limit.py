@@ -8,11 +8,16 @@ import types
 import pytest
 import torch
 
-from aevb import VAE, training
+from aevb import VAE, data, training
 from aevb.cli import main
 from aevb.config import ConfigError, make_config
 from aevb.serialization import load_tensors
-from test_training_reliability import SHAPE, assert_same, digits, fit, fresh  # noqa: F401 (fixture)
+from test_training_reliability import assert_same, fit, fresh
+
+
+@pytest.fixture(scope="module")
+def digits():
+    return data.load("digits", binarize="dynamic")  # 1437 train images: 15 batches of 100
 
 
 class Ticking(VAE):
