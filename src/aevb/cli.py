@@ -112,7 +112,10 @@ def cmd_train(args) -> int:
     from .runs import train_config
     run, ds = train_config(cfg, progress=_progress_mode(args), overwrite=args.overwrite,
                            resume=args.resume)
-    if run.stopped:
+    if run.stopped == "time_limit":
+        print(f"stopped at the time limit ({cfg.time_limit:g} s) in epoch {run.last['epoch']}; checkpoint "
+              f"saved. Continue with: aevb train --resume --out {cfg.out}")
+    elif run.stopped:
         print(f"stopped by {run.stopped}; checkpoint saved. Continue with: aevb train --resume --out {cfg.out}")
         return 128 + signal.Signals[run.stopped]  # the shell's convention: 130 SIGINT, 143 SIGTERM
     _check_outcome(run, math.ceil(len(ds.train) / cfg.batch_size))

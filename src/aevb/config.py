@@ -75,6 +75,7 @@ class Config:
     device: str = "auto"              # auto (CUDA if present) | cpu | cuda | cuda:N
     precision: str = "fp32"           # fp32, or bf16 / fp16 autocast (fp16 with loss scaling, for GPUs)
     compile: bool = False             # torch.compile the training step (pays off in long runs; see docs)
+    time_limit: float | None = None   # seconds of training: stop after the step that crosses it (checkpoint saved; --resume continues)
     threads: int | str | None = None  # CPU threads: auto (follow the load) | N (fixed); default: AEVB_THREADS or auto
 
     def to_dict(self) -> dict:
@@ -324,6 +325,7 @@ def _check(cfg: Config) -> None:
               "lr": (0 < cfg.lr < math.inf, "a positive number"), "latent_dim": (cfg.latent_dim >= 1, "1 or more"),
               "beta": (cfg.beta >= 0, "0 or more"), "noise": (0 <= cfg.noise <= 1, "between 0 and 1"),
               "warmup_epochs": (cfg.warmup_epochs >= 0, "0 or more"),
+              "time_limit": (cfg.time_limit is None or 0 < cfg.time_limit < math.inf, "a positive number of seconds (or null)"),
               "seed": (0 <= cfg.seed <= MAX_SEED, f"0 to {MAX_SEED}"),
               "limit": (cfg.limit is None or cfg.limit >= 1, "1 or more (or null for all images)"),
               "classes": (cfg.classes is None or (len(cfg.classes) > 0 and all(

@@ -30,7 +30,7 @@ from .training import train
 
 #: config keys passed to `aevb.train`
 TRAIN_KEYS = ("epochs", "batch_size", "lr", "optimizer", "seed", "clip_grad", "warmup_epochs", "noise",
-              "device", "precision", "threads", "compile")
+              "device", "precision", "threads", "compile", "time_limit")
 #: config keys that choose the data
 DATA_KEYS = ("dataset", "data_dir", "binarize", "limit", "classes", "image_size", "channels")
 

@@ -46,6 +46,8 @@ from .optim import OPTIMIZERS, PRECISIONS, make_optimizer
 from .progress import Reporter
 from .serialization import atomic_write
 
+#: `Run.stopped` (and a history record's "stopped") when `time_limit` ended training
+TIME_LIMIT = "time_limit"
 __all__ = ["OPTIMIZERS", "PRECISIONS", "Run", "TrainingError", "kl_warmup", "make_optimizer", "train"]
 
 
@@ -56,7 +58,7 @@ class Run:
     model: nn.Module
     dir: Path | None
     history: list[dict] = field(default_factory=list)
-    stopped: str | None = None  # "SIGINT" / "SIGTERM" if a signal ended it early
+    stopped: str | None = None  # "SIGINT" / "SIGTERM" if a signal ended it early, "time_limit"
     lock: object = field(default=None, repr=False)  # the run directory's lock, held while this Run lives
 
     @property
@@ -80,6 +82,7 @@ class Options:
     max_skips: int = 100
     precision: str = "fp32"
     compile: bool = False
+    time_limit: float | None = None
 
 
 @dataclass
@@ -125,7 +128,7 @@ def train(model, dataset, *, epochs: int = 10, batch_size: int = 100, lr: float 
           overwrite: bool = False, config: dict | None = None, progress: bool | str = True,
           tensorboard: bool = True, eval_batch_size: int = 1000, max_skips: int = 100,
           device: str | None = "auto", precision: str = "fp32", threads: int | str | None = None,
-          tuning: bool = True, compile: bool = False, callbacks=()) -> Run:
+          tuning: bool = True, compile: bool = False, callbacks=(), time_limit: float | None = None) -> Run:
     """Train `model` on `dataset` by minimizing its objective; returns a `Run`.
 
     - `batch_size` is the global batch: under torchrun each of W ranks takes batch_size / W
@@ -153,11 +156,16 @@ def train(model, dataset, *, epochs: int = 10, batch_size: int = 100, lr: float 
       random numbers (inductor draws its own; tests/test_step_fast_paths.py checks them equal
       with inductor's `fallback_random`).
     - `callbacks`: functions called as cb(run, record) after each epoch (on rank 0).
+    - `time_limit`: seconds of training wall clock for this call (per-epoch test evaluation
+      included); training stops after the step that crosses it, mid-epoch if need be: a
+      checkpoint is saved, `run.stopped` is "time_limit", and so is the last history
+      record's "stopped" (mid-epoch: a record of the epoch's means so far, with the "steps"
+      done, which a resumed run replaces); `resume=True` continues exactly.
     - `progress`: True (a bar on a terminal, else one line per epoch), "lines", "both" or
       False (see `aevb.progress`).
     """
     options = Options(epochs, batch_size, lr, optimizer, seed, clip_grad, warmup_epochs, noise,
-                      eval_batch_size, max_skips, precision, compile)
+                      eval_batch_size, max_skips, precision, compile, time_limit)
     _check(model, dataset, options)
     with runtime.tuned(threads, enabled=tuning):
         loop = start(model, dataset, options, device, out=out, resume=resume, overwrite=overwrite,
@@ -182,6 +190,8 @@ def _check(model, dataset, o: Options) -> None:
                             f"{dataset.name!r} has {tuple(dataset.shape)}")
     if o.precision not in PRECISIONS:
         raise ValueError(f"precision must be fp32, bf16 or fp16, got {o.precision!r}")
+    if o.time_limit is not None and not 0 < o.time_limit < math.inf:
+        raise ValueError(f"time_limit must be a positive number of seconds or None, got {o.time_limit}")
 
 
 def start(model, dataset, o: Options, device, *, out, resume: bool, overwrite: bool,
@@ -231,7 +241,7 @@ def open_run_dir(loop: Loop, out, resume: bool, overwrite: bool, config: dict) -
                                        resume=resume, overwrite=overwrite, ctx=ctx)
     if resume and (run.dir / "checkpoint.safetensors").exists():
         loop.state = load_checkpoint(run.dir / "checkpoint.safetensors", model, loop.opt, ctx)
-        run.history = loop.state.pop("history")
+        run.history = [r for r in loop.state.pop("history") if "steps" not in r]  # a time limit's partial epoch goes
         if ctx.main:
             _rewrite_metrics(run.dir, run.history)
 
@@ -248,21 +258,25 @@ def fit(loop: Loop, dataset, callbacks=()) -> None:
     early = not ctx.distributed and o.precision != "fp16"
     with _StopFlag() as loop.stop, _GradNorm(loop.parameters, early) as loop.grad_norm:
         while loop.state["epoch"] < o.epochs:
-            if not run_epoch(loop, dataset):  # a signal, mid-epoch: checkpoint and stop
+            if not run_epoch(loop, dataset):  # a signal or the time limit, mid-epoch: checkpoint and stop
                 loop.state["sums"] = loop.sums.as_dict()
+                if loop.stop.raised == TIME_LIMIT:
+                    _partial_record(loop, test)
                 checkpoint(loop)
-                loop.run.stopped = signal.Signals(loop.stop.raised).name
+                loop.run.stopped = _stop_name(loop.stop.raised)
                 return
             record = {"epoch": loop.state["epoch"] + 1, **_train_means(loop), **evaluate_epoch(loop, test)}
+            if loop.stop.raised == TIME_LIMIT:  # crossed on the epoch's last step
+                record["stopped"] = TIME_LIMIT
             end_epoch(loop, record, callbacks)
             if loop.stop.raised is not None:
-                loop.run.stopped = signal.Signals(loop.stop.raised).name
+                loop.run.stopped = _stop_name(loop.stop.raised)
                 return
 
 
 def run_epoch(loop: Loop, dataset) -> bool:
     """One pass over the training batches (the rest of it, when resuming mid-epoch); False
-    if a signal stopped it before its end."""
+    if a signal or the time limit stopped it before its end."""
     o, ctx, state = loop.options, loop.ctx, loop.state
     loop.model.train()
     g = torch.Generator().manual_seed(o.seed * 1_000_003 + state["epoch"])
@@ -273,10 +287,27 @@ def run_epoch(loop: Loop, dataset) -> bool:
         state["step"] += 1
         state["global_step"] += 1
         loop.bar.update(1)
-        if distributed.any_rank(loop.stop.raised is not None, ctx):
-            loop.stop.raised = loop.stop.raised or signal.SIGTERM
+        late = o.time_limit is not None and distributed.any_rank(time.perf_counter() - loop.t0 >= o.time_limit, ctx)
+        if late or distributed.any_rank(loop.stop.raised is not None, ctx):
+            loop.stop.raised = TIME_LIMIT if late else (loop.stop.raised or signal.SIGTERM)  # alike on all ranks
             break
     return not (loop.stop.raised is not None and state["step"] < loop.steps_per_epoch)
+
+
+def _stop_name(raised) -> str:
+    return raised if raised == TIME_LIMIT else signal.Signals(raised).name
+
+
+def _partial_record(loop: Loop, test) -> None:
+    """The history record of an epoch that the time limit cut short: the means of its steps
+    so far, the test terms, "steps" done and "stopped"; the trainer state stays mid-epoch."""
+    state = loop.state
+    record = {"epoch": state["epoch"] + 1, "steps": state["step"], **_train_means(loop),
+              **evaluate_epoch(loop, test), "seconds": round(time.perf_counter() - loop.t0, 3),
+              "skipped_steps": state["skipped"], "stopped": TIME_LIMIT}
+    loop.run.history.append(record)
+    if loop.run.dir is not None and loop.ctx.main:
+        _rewrite_metrics(loop.run.dir, loop.run.history)
 
 
 def step(loop: Loop, x: torch.Tensor, y: torch.Tensor | None) -> bool:

@@ -1,0 +1,76 @@
+"""benchmarks/quality.py end to end (tiny budget), and its pythae adapter: a pythae model's
+weights turned into an aevb model (benchmarks/peers/pythae_models.py) score the same ELBO as
+pythae's own loss. The adapter test runs in pythae's environment (benchmarks/README.md;
+AEVB_PYTHAE_PYTHON, default /work/venvs/pythae/bin/python) and is skipped without it."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+PYTHAE_PYTHON = os.environ.get("AEVB_PYTHAE_PYTHON", "/work/venvs/pythae/bin/python")
+
+ADAPTER_CHECK = r"""
+import json, math, sys, torch
+sys.path.insert(0, "benchmarks/peers")
+import pythae_models as pm
+from aevb import data
+from aevb.objectives import objective_terms
+from pythae.data.datasets import DatasetOutput
+ds = data.load("mnist-offline", binarize="dynamic", data_dir=sys.argv[1], limit=1000, progress=False)
+x = ds.test.x[:300]
+out = {}
+for kind in ("VAE", "VAMP", "VAE_IAF"):
+    torch.manual_seed(0)
+    m = pm.build(kind, components=10)
+    opt = torch.optim.Adam(m.parameters(), 3e-3)
+    for i in range(60):  # trained a little, so that the KL and the flow matter
+        x = torch.bernoulli(ds.train.x[(i % 10) * 100:(i % 10 + 1) * 100])
+        opt.zero_grad()
+        m(DatasetOutput(data=x)).loss.backward()
+        opt.step()
+    own = -pm.own_loss(m, x, batch_size=1, seed=1)  # per image, pythae's -loss = its ELBO estimate
+    mine = objective_terms(pm.as_aevb(m, kind), x, seed=2)  # aevb's, with independent noise
+    d = mine["elbo"] - own  # paired by image: only the sampling noise remains
+    out[kind] = {"pythae": own.mean().item(), "adapter": mine["elbo"].mean().item(), "diff": d.mean().item(),
+                 "diff_se": d.std().item() / math.sqrt(len(d)), "kl": mine["kl"].mean().item()}
+print(json.dumps(out))
+"""
+
+
+def _env():
+    return dict(os.environ, PYTHONPATH=str(REPO / "src"))
+
+
+def test_pythae_adapter_elbo_matches_pythaes_own_loss(mnist_dir):
+    if not Path(PYTHAE_PYTHON).exists():
+        pytest.skip(f"no pythae environment at {PYTHAE_PYTHON} (benchmarks/README.md)")
+    r = subprocess.run([PYTHAE_PYTHON, "-c", ADAPTER_CHECK, str(mnist_dir)], cwd=REPO, env=_env(),
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-3000:]
+    for kind, v in json.loads(r.stdout.splitlines()[-1]).items():
+        assert abs(v["diff"]) < 4 * v["diff_se"] and v["diff_se"] < 1, (kind, v)  # within noise
+        assert v["kl"] > 1 and -400 < v["adapter"] < -100, (kind, v)  # a trained model, not a trivial one
+
+
+def test_quality_benchmark_end_to_end(tmp_path, mnist_dir):
+    r = subprocess.run([sys.executable, "benchmarks/quality.py", "--budget", "1", "--eval-n", "20", "--k", "10",
+                        "--probe", "2", "--models", "aevb-vae,aevb-vamp,aevb-hvae", "--data-dir", str(mnist_dir),
+                        "--out", str(tmp_path), "--pythae-python", str(tmp_path / "none")],
+                       cwd=REPO, env=_env(), capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-3000:]
+    res = json.loads((tmp_path / "quality.json").read_text())["results"]
+    for key in ("aevb-vae", "aevb-vamp"):
+        v = res[key]
+        assert v["n"] == 20 and v["nll_samples"] == 10 and v["epochs"] > 0 and v["train_seconds"] >= 1
+        assert v["log_px"] > v["elbo_is"] - 1e-9 and -800 < v["log_px"] < -50  # L_K >= mean log w, per image
+        assert v["probe_seconds_per_image"] > 0 and 0 <= v["active_units"] <= 20
+    hvae = res["aevb-hvae"]
+    assert "log_px" in hvae or "refuses" in hvae["skipped"]
+    md = (tmp_path / "quality.md").read_text()
+    assert "| aevb VAE | " in md and "python benchmarks/quality.py --budget 1" in md and "Projected" in md
