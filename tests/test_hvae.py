@@ -138,7 +138,7 @@ def test_conv_nets_and_impossible_options():
     assert model.objective(torch.rand(2, 1, 8, 8).bernoulli())["elbo"].shape == (2,)
     for kw, msg in ((dict(latent_family="bernoulli"), "Gaussian latents only"),
                     (dict(prior="mog"), "prior standard_normal"), (dict(objective="x"), "objective must be"),
-                    (dict(inner_latent_dim=0), "latent_dim must be >= 1"), (dict(iwae_k=0), "iwae_k")):
+                    (dict(inner_latent_dim=0), "inner_latent_dim and inner_hidden sizes must be >= 1"), (dict(iwae_k=0), "iwae_k")):
         with pytest.raises(ValueError, match=msg):
             HVAE((1, 4, 4), 2, **kw)
     from aevb import imputation

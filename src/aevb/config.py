@@ -44,8 +44,8 @@ class Config:
     model: str = "vae"                # a VAE, a deterministic autoencoder, a two-stochastic-layer VAE (hvae), or one added by models.register
     net: str = "mlp"                  # encoder and decoder networks (the decoder mirrors the encoder)
     hidden: list[int] = field(default_factory=lambda: [400, 400])  # hidden layer sizes (conv: channels)
-    latent_dim: int = 20              # size of the latent code z (model hvae: of its top layer z2)
-    inner_latent_dim: int = 100       # model hvae: size of its lower stochastic layer z1
+    latent_dim: int = 20              # size of the latent code z
+    inner_latent_dim: int = 100       # model hvae: size of its lower stochastic layer z1 (latent_dim is its top layer z2)
     inner_hidden: list[int] = field(default_factory=lambda: [100, 100])  # model hvae: hidden sizes of the z1 <-> z2 MLPs
     activation: str = "relu"          # the networks' nonlinearity
     likelihood: str = "auto"          # p(x|z); auto: bernoulli for binarized data, logistic for intensities
