@@ -15,7 +15,7 @@ from aevb.config import FIELDS
 from aevb.data.transforms import noisy_inputs
 from aevb.distributions import PRIORS, BernoulliHalf, Prior, StandardNormal, build_prior
 from aevb.evaluation import importance_sampling
-from aevb.models import MODELS, Autoencoder
+from aevb.models import HVAE, MODELS, Autoencoder
 from aevb.objectives import kl_method
 from aevb.training import kl_warmup
 
@@ -32,9 +32,10 @@ def model_of(kw):
     return VAE(SHAPE, 3, **{"hidden": [8], **kw})
 
 
-@pytest.mark.parametrize("kw", VARIANTS + ["autoencoder"], ids=str)
+@pytest.mark.parametrize("kw", VARIANTS + ["autoencoder", "hvae"], ids=str)
 def test_every_model_declares_the_interface(kw):
-    model = Autoencoder(SHAPE, 3, hidden=[8]) if kw == "autoencoder" else model_of(kw)
+    model = (Autoencoder(SHAPE, 3, hidden=[8]) if kw == "autoencoder" else
+             HVAE(SHAPE, 3, inner_latent_dim=4, hidden=[8], inner_hidden=[4]) if kw == "hvae" else model_of(kw))
     k = model.num_classes
     x, y = torch.rand(4, *SHAPE).bernoulli(), (torch.arange(4) % 3 if k else None)
     assert tuple(model.input_shape) == SHAPE and model.latent_dim == 3

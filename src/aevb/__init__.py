@@ -12,11 +12,11 @@ from __future__ import annotations
 import importlib
 
 __version__ = "0.1.0"
-_NAMES = {"VAE": ".models", "load": ".models", "Run": ".training", "train": ".training"}
+_NAMES = {"VAE": ".models", "HVAE": ".models", "load": ".models", "Run": ".training", "train": ".training"}
 _SUBMODULES = ("anomaly", "checkpoint", "cli", "config", "data", "distributed", "distributions",
                "evaluation", "imputation", "models", "nets", "objectives", "optim", "plots",
                "report", "runs", "runtime", "samplers", "serialization", "sweep", "training")
-__all__ = ["VAE", "Run", "data", "distributions", "evaluation", "load", "models", "objectives", "train"]
+__all__ = ["VAE", "HVAE", "Run", "data", "distributions", "evaluation", "load", "models", "objectives", "train"]
 
 
 def __getattr__(name: str):

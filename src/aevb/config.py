@@ -41,10 +41,12 @@ class Config:
     image_size: int | None = None     # folder datasets: resize to this size; unset: 64
     channels: int | None = None       # folder datasets: 1 (grayscale) or 3 (RGB); unset: 3
     # model
-    model: str = "vae"                # a VAE, a deterministic autoencoder, or one added by models.register
+    model: str = "vae"                # a VAE, a deterministic autoencoder, a two-stochastic-layer VAE (hvae), or one added by models.register
     net: str = "mlp"                  # encoder and decoder networks (the decoder mirrors the encoder)
     hidden: list[int] = field(default_factory=lambda: [400, 400])  # hidden layer sizes (conv: channels)
     latent_dim: int = 20              # size of the latent code z
+    inner_latent_dim: int = 100       # model hvae: size of its lower stochastic layer z1 (latent_dim is its top layer z2)
+    inner_hidden: list[int] = field(default_factory=lambda: [100, 100])  # model hvae: hidden sizes of the z1 <-> z2 MLPs
     activation: str = "relu"          # the networks' nonlinearity
     likelihood: str = "auto"          # p(x|z); auto: bernoulli for binarized data, logistic for intensities
     sigma: float | str = 1.0          # gaussian likelihood: fixed std, or learned
@@ -88,7 +90,7 @@ FIELDS = {f.name: f for f in dataclasses.fields(Config)}
 #: modules that use them, tests/test_ux_messages.py; listed here so that help needs no torch)
 CHOICES = {
     "binarize": ("auto", "none", "static", "dynamic"),
-    "model": ("vae", "autoencoder"),
+    "model": ("vae", "autoencoder", "hvae"),
     "net": ("mlp", "conv"),
     "activation": ("relu", "tanh", "elu", "gelu", "softplus", "leaky_relu", "sigmoid"),
     "likelihood": ("auto", "bernoulli", "gaussian", "logistic", "continuous_bernoulli"),

@@ -83,6 +83,9 @@ def impute(model, x: Tensor, mask: Tensor, y: Tensor | None = None, iterations: 
     if iterations < 1:
         raise ValueError(f"iterations must be >= 1, got {iterations}")
     check_shape(model, x)
+    if model.latent_layers != 1:
+        raise ValueError(f"imputation needs a model with one stochastic layer (its chain moves z of "
+                         f"q(z|x) and p(x|z)); this {model.kind} model has {model.latent_layers}")
     mask = mask.expand_as(x)
     if model.num_classes and y is None:
         raise ValueError("a conditional model needs the images' labels to impute")

@@ -8,7 +8,9 @@ returned per example (shape (N,)), in nats; losses are their negated mean over e
   L_1 = ELBO <= L_K <= log p(x), and L_K -> log p(x) as K grows. The log-weights
   log w_k = log p(x|z_k) + log p(z_k) - log q(z_k|x) come from one function,
   `log_weight_terms`, which the IWAE objective and the importance-sampled log p(x) of
-  `aevb.evaluation` share.
+  `aevb.evaluation` share, through the model's declared `model.log_weight_terms` (this
+  function for a one-layer model; a model with more stochastic layers, `aevb.models.HVAE`,
+  declares its own: z = all its layers, p(z) and q(z|x) their products).
 - Discrete latents (z in {0, 1}^D), which cannot be reparameterized:
   * score function / REINFORCE (Williams 1992; Mnih & Gregor 2014, "NVIL"):
     grad_phi E_q[f(z)] = E_q[(f(z) - b(x)) grad_phi log q(z|x)] for any baseline b(x) that
@@ -165,18 +167,19 @@ def log_weight_terms(model, x: Tensor, k: int, y: Tensor | None = None, target: 
     z, log_qz = sample_with_log_prob(q, (k,), rsample)             # (K, N, D), (K, N)
     log_pz, log_qz = model.prior().log_prob(z).T, log_qz.T         # (N, K)
     t = x if target is None else target
-    return LogWeights(_decoded_log_prob(model, z.transpose(0, 1), t, y, rows), log_pz, log_qz)
+    return LogWeights(decoded_log_prob(model.decode, z.transpose(0, 1), t, y, rows), log_pz, log_qz)
 
 
-def _decoded_log_prob(model, z: Tensor, x: Tensor, y: Tensor | None, rows: int | None) -> Tensor:
-    """log p(x_i | z_ik) as (N, K) for latents z (N, K, D) and images x (N, ...)."""
+def decoded_log_prob(decode, z: Tensor, x: Tensor, y: Tensor | None, rows: int | None) -> Tensor:
+    """log p(x_i | z_ik) as (N, K) for latents z (N, K, D) and images x (N, ...), where
+    `decode(z, y)` is p(x|z); about `rows` latent vectors per call (all at once if None)."""
     n, k = z.shape[:2]
     if rows is None or rows >= n * k:
-        return model.decode(z, None if y is None else y[:, None].expand(n, k)).log_prob(x.unsqueeze(1))
+        return decode(z, None if y is None else y[:, None].expand(n, k)).log_prob(x.unsqueeze(1))
     out = torch.empty(n, k, dtype=z.dtype, device=z.device)
     for es, ks in _chunks(n, k, rows):
         yc = None if y is None else y[es, None].expand(-1, ks.stop - ks.start)
-        out[es, ks] = model.decode(z[es, ks], yc).log_prob(x[es].unsqueeze(1)).to(out.dtype)
+        out[es, ks] = decode(z[es, ks], yc).log_prob(x[es].unsqueeze(1)).to(out.dtype)
     return out
 
 
@@ -195,8 +198,9 @@ def _chunks(n: int, k: int, rows: int):
 
 
 def log_weights(model, x: Tensor, k: int, y: Tensor | None = None, **kw) -> Tensor:
-    """log w_k = log p(x|z_k) + log p(z_k) - log q(z_k|x) for K samples z_k ~ q(z|x); (N, K)."""
-    return log_weight_terms(model, x, k, y, **kw).total
+    """log w_k = log p(x|z_k) + log p(z_k) - log q(z_k|x) for K samples z_k ~ q(z|x); (N, K)
+    (the model's declared `log_weight_terms`: over all its stochastic layers)."""
+    return model.log_weight_terms(x, k, y, **kw).total
 
 
 def iwae_terms(model, x: Tensor, k: int, y: Tensor | None = None, target: Tensor | None = None,
@@ -207,7 +211,7 @@ def iwae_terms(model, x: Tensor, k: int, y: Tensor | None = None, target: Tensor
     L_K with beta weighing log p(z) - log q(z|x) inside every weight (= "iwae" at beta 1).
     Differentiating logsumexp directly gives the IWAE gradient sum_k w~_k grad log w_k with
     normalized weights w~ that need no detaching by hand."""
-    w = log_weight_terms(model, x, k, y, target, rsample=True)
+    w = model.log_weight_terms(x, k, y, target, rsample=True)
     kl = w.log_qz - w.log_pz
     lw = w.log_px_z - kl
     out = {"iwae": torch.logsumexp(lw, 1) - math.log(k), "elbo": lw.mean(1),

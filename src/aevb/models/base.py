@@ -8,7 +8,7 @@ from torch import Tensor, nn
 from torch.distributions import Distribution
 
 from ..data import DataError
-from ..objectives import log_px_estimate
+from ..objectives import LogWeights, log_px_estimate, log_weight_terms
 from ..serialization import CheckpointError, load_tensors, read_json, save_tensors, write_json
 
 MODELS: dict[str, type["Model"]] = {}
@@ -40,7 +40,11 @@ class Model(nn.Module):
       scored when x is a corrupted copy (denoising). The model is never changed by it
       beyond its running statistics;
     - `sample_latents(n, temperature)`, `sample(n, y, temperature=1)`, `reconstruct(x, y)`,
-      `embed(x, y)`.
+      `embed(x, y)`;
+    - `log_weight_terms(x, k, y, target, rsample=, rows=)`: the importance weights of K
+      samples from q over all the model's stochastic layers (the IWAE objective and log p(x)
+      use these), and `latent_layers`, their number (1, or 2 for `HVAE`: then `encode`,
+      `decode` and `prior` are those of the top layer alone, see `HVAE`).
     Built from a plain config dict (`from_config`, the keys of `settings`) and saved as a
     directory holding `config.json` and `model.safetensors` (`save` / `aevb.load`).
     """
@@ -50,6 +54,8 @@ class Model(nn.Module):
     settings: tuple[str, ...] = ()
     beta = 1.0
     kl_method: str | None = None
+    #: stochastic layers: 1 when encode/decode/prior are the whole model (z ~ q(z|x), p(x|z) p(z))
+    latent_layers = 1
     config: dict
 
     def __init__(self, input_shape, latent_dim: int, num_classes: int = 0, hidden=()):
@@ -93,6 +99,12 @@ class Model(nn.Module):
     def objective(self, x: Tensor, y: Tensor | None = None, target: Tensor | None = None,
                   beta: float | None = None) -> dict:
         raise NotImplementedError
+
+    def log_weight_terms(self, x: Tensor, k: int, y: Tensor | None = None, target: Tensor | None = None,
+                         *, rsample: bool = False, rows: int | None = None) -> LogWeights:
+        """(log p(x|z_k), log p(z_k), log q(z_k|x)), each (N, K), for K samples z_k ~ q(z|x)
+        (`aevb.objectives.log_weight_terms`: one stochastic layer, encode / decode / prior)."""
+        return log_weight_terms(self, x, k, y, target, rsample=rsample, rows=rows)
 
     def forward(self, x, y=None, **kw) -> dict:
         """The objective, so that wrappers such as DistributedDataParallel see the computation."""
