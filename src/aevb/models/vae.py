@@ -79,7 +79,8 @@ class VAE(Model):
         self.likelihood = make_likelihood(likelihood, sigma)
         self.encoder, self.decoder = nets.build(
             net, self.input_shape, self.latent.params_per_dim * latent_dim, latent_dim,
-            self.likelihood.params_per_dim * self.input_shape[0], hidden, activation, num_classes)
+            self.likelihood.params_per_dim * self.input_shape[0], hidden, activation, num_classes,
+            out_bias=self.likelihood.initial_output)
         # every prior is offered these; each keeps those it declares (a VampPrior: the encoder)
         self.prior = build_prior(prior, latent_dim, self.latent.support, components=prior_components,
                                  input_shape=self.input_shape, encode=self.encode,
