@@ -141,6 +141,13 @@ def test_folder_of_train_and_test_gives_the_splits(tmp_path):
     assert data.registry.class_names(f"folder:{tmp_path}") == ["cat", "dog"]
 
 
+def test_folder_splits_with_different_classes_are_refused(tmp_path):
+    _jpeg_tree(tmp_path, "train", classes=("cat", "dog"))
+    _jpeg_tree(tmp_path, "test", classes=("cat", "cow"))
+    with pytest.raises(data.DataError, match="different classes"):
+        data.load(f"folder:{tmp_path}", image_size=8, progress=False)
+
+
 @pytest.mark.skipif(not CIFAR.is_dir(), reason=f"needs the CIFAR-10 JPEGs in {CIFAR} (../shared)")
 def test_tiny_training_run_on_real_cifar_jpegs():
     ds = data.load(f"folder:{CIFAR}", image_size=32, limit=60, progress=False)

@@ -5,7 +5,8 @@ from .conv import ConvDecoder, ConvEncoder
 from .mlp import MLPDecoder, MLPEncoder, activation
 from .resconv import ResConvDecoder, ResConvEncoder
 
-__all__ = ["MLPEncoder", "MLPDecoder", "ConvEncoder", "ConvDecoder", "ResConvEncoder", "ResConvDecoder", "activation", "build"]
+__all__ = ["MLPEncoder", "MLPDecoder", "ConvEncoder", "ConvDecoder", "ResConvEncoder", "ResConvDecoder",
+           "activation", "build"]
 
 NETS = {"mlp": (MLPEncoder, MLPDecoder), "conv": (ConvEncoder, ConvDecoder),
         "resconv": (ResConvEncoder, ResConvDecoder)}
