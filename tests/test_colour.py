@@ -105,6 +105,20 @@ def test_resconv_shapes(size, levels):
     assert torch.isfinite(model.objective(x, y)["loss"])
 
 
+@pytest.mark.parametrize("size", [32, 64, 128])
+def test_resconv_spatial_shapes(size):
+    """The latent is a 4-channel 8x8 map: means then log-variances, channel by channel."""
+    model = VAE((3, size, size), 256, net="resconv_spatial", hidden=[8, 16], likelihood="logistic")
+    x = torch.rand(2, 3, size, size)
+    assert model.encoder(x).shape == (2, 512) and model.encoder.head.out_channels == 8
+    assert model.reconstruct(x).shape == x.shape and model.sample(3).shape == (3, 3, size, size)
+    assert torch.isfinite(model.objective(x)["loss"])
+    with pytest.raises(ValueError, match="multiple of 64"):
+        VAE((3, size, size), 100, net="resconv_spatial")
+    with pytest.raises(ValueError, match="no condition"):
+        VAE((3, size, size), 256, net="resconv_spatial", num_classes=10)
+
+
 def test_divergence_is_reported():
     bad = {"epoch": 1, "train_bpd": 3.5e5, "test_bpd": 3.4e5, "test_kl": 0.001, "skipped_steps": 4}
     assert problems({"epoch": 1, "test_bpd": 9.5}) == [] and "uniform" in problems({"epoch": 3, "test_bpd": 8.5})[0]

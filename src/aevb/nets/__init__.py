@@ -3,13 +3,14 @@
 layer sizes are inferred from the input shape."""
 from .conv import ConvDecoder, ConvEncoder
 from .mlp import MLPDecoder, MLPEncoder, activation
-from .resconv import ResConvDecoder, ResConvEncoder
+from .resconv import ResConvDecoder, ResConvEncoder, SpatialResConvDecoder, SpatialResConvEncoder
 
 __all__ = ["MLPEncoder", "MLPDecoder", "ConvEncoder", "ConvDecoder", "ResConvEncoder", "ResConvDecoder",
            "activation", "build"]
 
 NETS = {"mlp": (MLPEncoder, MLPDecoder), "conv": (ConvEncoder, ConvDecoder),
-        "resconv": (ResConvEncoder, ResConvDecoder)}
+        "resconv": (ResConvEncoder, ResConvDecoder),
+        "resconv_spatial": (SpatialResConvEncoder, SpatialResConvDecoder)}
 
 
 def build(kind: str, input_shape, latent_params: int, latent_dim: int, out_channels: int,
@@ -23,4 +24,4 @@ def build(kind: str, input_shape, latent_params: int, latent_dim: int, out_chann
     enc, dec = NETS[kind]
     return (enc(input_shape, latent_params, hidden, act, cond_dim),
             dec(input_shape, latent_dim + cond_dim, out_channels, hidden, act,
-                **({"out_bias": out_bias} if kind == "resconv" else {})))
+                **({"out_bias": out_bias} if kind.startswith("resconv") else {})))
