@@ -120,8 +120,8 @@ def test_resconv_spatial_shapes(size):
 
 
 def test_divergence_is_reported():
-    bad = {"epoch": 1, "train_bpd": 3.5e5, "test_bpd": 3.4e5, "test_kl": 0.001, "skipped_steps": 4}
-    assert problems({"epoch": 1, "test_bpd": 9.5}) == [] and "uniform" in problems({"epoch": 3, "test_bpd": 8.5})[0]
+    bad = {"epoch": 3, "train_bpd": 3.5e5, "test_bpd": 3.4e5, "test_kl": 0.001, "skipped_steps": 4}
+    assert problems({"epoch": 1, "test_bpd": 9.5, "test_kl": 0.05}) == [] and "uniform" in problems({"epoch": 3, "test_bpd": 8.5})[0]
     said = problems(bad)
     assert len(said) == 3 and "non-finite" in said[0] and "worse than a uniform" in said[1] and "collapsed" in said[2]
     assert problems({"epoch": 2, "test_bpd": 5.1, "test_kl": 40.0, "skipped_steps": 4}, skipped_before=4) == []

@@ -9,7 +9,8 @@ one sentence per problem, each naming what it sees and what to do:
   `uniform_bpd` (8 for 8-bit images: the cost of coding every value uniformly), or above it
   from epoch 3 on: the model is worse than knowing nothing, e.g. an exploding Gaussian
   variance (issue 16: ELBO -1.2e10 in epoch 1);
-- posterior collapse: a test KL below `COLLAPSED_KL` nats per example: the decoder ignores z
+- posterior collapse: from epoch 3 on, a test KL below `COLLAPSED_KL` nats per example
+  (a few epochs of a tiny test model may legitimately sit there): the decoder ignores z
   and every reconstruction is the same image.
 The trainer issues each as a `DivergenceWarning`.
 """
@@ -41,7 +42,7 @@ def problems(record: dict, skipped_before: int = 0, uniform_bpd: float | None = 
                    f"({uniform_bpd:g}): the model has diverged or is not learning; use likelihood "
                    f"logistic (the default for colour images), lower lr, or set clip_grad")
     kl = record.get("test_kl")
-    if isinstance(kl, float) and math.isfinite(kl) and kl < COLLAPSED_KL:
+    if late and isinstance(kl, float) and math.isfinite(kl) and kl < COLLAPSED_KL:
         out.append(f"epoch {epoch}: test KL {kl:.3g} nats per image: the posterior has collapsed "
                    f"(the decoder ignores z, reconstructions are all alike); use likelihood "
                    f"logistic, a lower lr, a KL warm-up (warmup_epochs) or a lower beta")
