@@ -125,6 +125,8 @@ def test_divergence_is_reported():
     said = problems(bad)
     assert len(said) == 3 and "non-finite" in said[0] and "worse than a uniform" in said[1] and "collapsed" in said[2]
     assert problems({"epoch": 2, "test_bpd": 5.1, "test_kl": 40.0, "skipped_steps": 4}, skipped_before=4) == []
+    assert "non-finite" in problems({"epoch": 2, "skipped_steps": 4}, steps=100)[0]
+    assert problems({"epoch": 2, "skipped_steps": 60}, steps=100) == []  # the run fails by itself
 
 
 def test_training_that_diverges_warns_loudly():

@@ -27,11 +27,14 @@ class DivergenceWarning(UserWarning):
     """Training has diverged or collapsed; the message says how it shows and what to try."""
 
 
-def problems(record: dict, skipped_before: int = 0, uniform_bpd: float | None = 8.0) -> list[str]:
-    """The problems an epoch's record shows, as sentences (empty if none); see the module."""
+def problems(record: dict, skipped_before: int = 0, uniform_bpd: float | None = 8.0,
+             steps: int | None = None) -> list[str]:
+    """The problems an epoch's record shows, as sentences (empty if none); see the module.
+    Skipped steps are told when they are at most half of the epoch's `steps`: a run that
+    skips more fails outright (`aevb train` exits 1 with its own one-line error)."""
     out, epoch = [], record.get("epoch", "?")
     skipped = record.get("skipped_steps", 0) - skipped_before
-    if skipped > 0:
+    if skipped > 0 and (steps is None or skipped <= steps / 2):
         out.append(f"epoch {epoch}: {skipped} training steps had a non-finite loss or gradient and "
                    f"were skipped: training is unstable; lower lr or set clip_grad (e.g. 100)")
     bpd = record.get("test_bpd", record.get("train_bpd"))  # the test split's if evaluated

@@ -343,7 +343,7 @@ def end_epoch(loop: Loop, record: dict, callbacks=()) -> None:
     record["skipped_steps"] = state["skipped"]
     before = run.history[-1].get("skipped_steps", 0) if run.history else 0
     if loop.ctx.main:
-        for problem in diagnostics.problems(record, before):
+        for problem in diagnostics.problems(record, before, steps=loop.steps_per_epoch):
             warnings.warn(problem, diagnostics.DivergenceWarning, stacklevel=2)
     run.history.append(record)
     state.update(epoch=state["epoch"] + 1, step=0, sums={})
