@@ -89,8 +89,10 @@ def test_gaussian_likelihood_fixed_and_learned():
     manual = (-(x - mean) ** 2 / (2 * 0.25) - math.log(0.5) - 0.5 * math.log(2 * math.pi)).flatten(1).sum(1)
     assert torch.allclose(lp, manual, atol=1e-5)
     learned = GaussianLikelihood(sigma="learned")
-    out = torch.cat([mean, torch.full_like(mean, math.log(0.5))], dim=1)  # channel = mean, log-sigma
-    assert torch.allclose(learned(out, 3).log_prob(x), manual, atol=1e-5)
+    raw = torch.full_like(mean, -0.5)  # channels: mean, then log-sigma before its soft bounds
+    s = math.exp(-6 + math.log1p(math.exp(5.5)) - math.log1p(math.exp(-0.5)))  # soft_bound(-0.5, -6, 0)
+    manual = (-(x - mean) ** 2 / (2 * s * s) - math.log(s) - 0.5 * math.log(2 * math.pi)).flatten(1).sum(1)
+    assert torch.allclose(learned(torch.cat([mean, raw], dim=1), 3).log_prob(x), manual, atol=1e-5)
     with pytest.raises(ValueError, match="sigma"):
         GaussianLikelihood(sigma=-1)
 

@@ -91,7 +91,7 @@ FIELDS = {f.name: f for f in dataclasses.fields(Config)}
 CHOICES = {
     "binarize": ("auto", "none", "static", "dynamic"),
     "model": ("vae", "autoencoder", "hvae"),
-    "net": ("mlp", "conv"),
+    "net": ("mlp", "conv", "resconv", "resconv_spatial"),
     "activation": ("relu", "tanh", "elu", "gelu", "softplus", "leaky_relu", "sigmoid"),
     "likelihood": ("auto", "bernoulli", "gaussian", "logistic", "continuous_bernoulli"),
     "kl": ("analytic", "mc"),

@@ -38,7 +38,7 @@ from typing import Callable
 import torch
 from torch import nn
 
-from . import distributed, rundir, runtime
+from . import diagnostics, distributed, rundir, runtime
 from .checkpoint import TrainingError, load_checkpoint, save_checkpoint
 from .data.transforms import noisy_inputs
 from .objectives import objective_terms
@@ -380,6 +380,10 @@ def end_epoch(loop: Loop, record: dict, callbacks=()) -> None:
     run, state = loop.run, loop.state
     record["seconds"] = round(time.perf_counter() - loop.t0, 3)
     record["skipped_steps"] = state["skipped"]
+    before = run.history[-1].get("skipped_steps", 0) if run.history else 0
+    if loop.ctx.main:
+        for problem in diagnostics.problems(record, before, steps=loop.steps_per_epoch):
+            warnings.warn(problem, diagnostics.DivergenceWarning, stacklevel=2)
     run.history.append(record)
     state.update(epoch=state["epoch"] + 1, step=0, sums={})
     loop.bar.epoch(record)

@@ -1,7 +1,8 @@
 """Image-folder datasets (`folder:PATH`): a tree of image files read with Pillow.
 
 PATH/<class>/<images...> gives labels (classes in sorted order); a flat PATH/<images...>
-gives none. Each image is center-cropped to a square and resized (Pillow's ImageOps.fit),
+gives none; a folder of exactly train/ and test/ (each such a tree) gives the two splits.
+Each image is center-cropped to a square and resized (Pillow's ImageOps.fit),
 converted to grayscale or RGB, and the whole set is cached as one uint8 .npz in the cache
 dir, keyed by a hash of the path, the file list with sizes and mtimes, the size and the
 channels: a second load reads one file instead of decoding every image again.
@@ -144,15 +145,34 @@ def split(n: int, test_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarr
     return np.sort(order[n_test:]), np.sort(order[:n_test])
 
 
+def has_splits(path) -> bool:
+    """Whether the visible subfolders of `path` are exactly train and test (the two splits
+    of a dataset, as ../shared/data/cifar10-jpg; loose files such as a README are ignored)."""
+    root = Path(path).expanduser()
+    if not root.is_dir():
+        return False
+    return sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")) == ["test", "train"]
+
+
 def load_folder(path, image_size: int = 64, channels: int = 3, test_fraction: float = 0.1,
                 seed: int = 0, cache: bool = True) -> dict:
-    """Arrays in the form of `registry.load_arrays` for an image folder."""
+    """Arrays in the form of `registry.load_arrays` for an image folder. A folder of exactly
+    train/ and test/ gives those as the splits (`test_fraction` unused; both must name the
+    same classes); any other folder is split at random by `test_fraction` and `seed`."""
+    root = Path(path).expanduser().resolve()
+    info = {"root": str(root), "image_size": image_size, "channels": channels}
+    if has_splits(root):
+        tr, te = (read_folder(root / s, image_size, channels, cache) for s in ("train", "test"))
+        if tr["classes"] != te["classes"]:
+            raise DataError(f"{root}: train/ and test/ name different classes "
+                            f"({tr['classes']} vs {te['classes']}); give them the same subfolders")
+        return {"train": (tr["x"], tr["y"]), "test": (te["x"], te["y"]),
+                "num_classes": len(tr["classes"]) if tr["classes"] else 0,
+                "info": info | {"classes": tr["classes"], "splits": "train/, test/"}}
     d = read_folder(path, image_size, channels, cache)
     tr, te = split(len(d["x"]), test_fraction, seed)
     y = d["y"]
     return {"train": (d["x"][tr], None if y is None else y[tr]),
             "test": (d["x"][te], None if y is None else y[te]),
             "num_classes": len(d["classes"]) if d["classes"] else 0,
-            "info": {"root": str(Path(path).expanduser().resolve()), "classes": d["classes"],
-                     "image_size": image_size, "channels": channels,
-                     "test_fraction": test_fraction, "seed": seed}}
+            "info": info | {"classes": d["classes"], "test_fraction": test_fraction, "seed": seed}}

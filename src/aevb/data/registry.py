@@ -13,6 +13,7 @@ from typing import Callable
 import numpy as np
 
 from .download import cache_dir, fetch, file_hash, parse_checksum
+from .folder import has_splits
 from .readers import (CIFAR10_CLASSES, DataError, DataWarning, images_and_labels,
                       read_cifar10_binary, read_idx, read_npz)
 
@@ -109,7 +110,8 @@ DATASETS: dict[str, Spec] = {
 
 _PATH_KINDS = {
     "folder:PATH": "a folder of images: PATH/<class>/<image> (labelled) or PATH/<image> "
-                   "(unlabelled), resized to image_size, 1 or 3 channels, split by test_fraction",
+                   "(unlabelled), resized to image_size, 1 or 3 channels, split by test_fraction; "
+                   "PATH/train/ and PATH/test/ (only those) are the two splits",
     "npz:PATH": "an NPZ file with arrays x_train, x_test (and optionally y_train, y_test)",
 }
 
@@ -124,6 +126,7 @@ def class_names(name: str) -> list[str] | None:
         return list(FASHION_MNIST_CLASSES)
     if name.startswith("folder:"):
         root = Path(name[len("folder:"):]).expanduser()
+        root = root / "train" if has_splits(root) else root
         subs = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")) \
             if root.is_dir() else []
         return subs or None

@@ -140,6 +140,17 @@ class DiscretizedLogistic(Distribution):
 
 
 # ----------------------------------------------------------------------------- families
+def soft_bound(raw: Tensor, low: float, high: float) -> Tensor:
+    """low + softplus(raw - low) - softplus(raw - high) (= high + softplus(low - raw) -
+    softplus(high - raw), the form used above the midpoint, where it keeps its precision):
+    strictly inside (low, high), close to `raw` well inside the bounds, smooth, with a
+    gradient that stays positive far past either bound (a clamp's is zero past the bound, so
+    a pixel pushed there never comes back)."""
+    below = low + F.softplus(raw - low) - F.softplus(raw - high)
+    above = high + F.softplus(low - raw) - F.softplus(high - raw)
+    return torch.where(raw < 0.5 * (low + high), below, above)
+
+
 class BernoulliLikelihood:
     """p(x|z) = prod_i Bernoulli(x_i; sigmoid(l_i)) with decoder logits l; for binary or [0,1] data.
 
@@ -147,6 +158,7 @@ class BernoulliLikelihood:
     """
 
     params_per_dim = 1
+    initial_output = (0.0,)  # see `LIKELIHOODS`
     continuous = False
     bpd_offset = None  # nats per example is the convention for binary images; no bits/dim
 
@@ -160,27 +172,31 @@ class BernoulliLikelihood:
 
 class GaussianLikelihood:
     """p(x|z) = N(x; mu(z), sigma^2 I) with a fixed sigma (`sigma=float`), or with a per-pixel
-    log-variance output by the decoder (`sigma="learned"`, Kingma & Welling appendix C.2).
+    log-sigma output by the decoder (`sigma="learned"`, Kingma & Welling appendix C.2).
 
     log p(x|z) = -sum_i [ (x_i - mu_i)^2 / (2 sigma_i^2) + log sigma_i + log(2 pi) / 2 ].
-    The learned log-sigma is bounded below (`min_log_sigma`) so that it cannot collapse to a
-    spike on a constant pixel and send the likelihood to infinity.
+    The learned log-sigma is the decoder's output softly bounded to [`min_log_sigma`,
+    `max_log_sigma`] (`soft_bound`: smooth, gradients never exactly zero): below, a spike on a
+    constant pixel would send the likelihood to infinity; above, a flat density that ignores
+    z (posterior collapse) costs nothing. A hard clamp would stop the gradient of every pixel
+    past the bound, which is how an early, wild decoder got stuck (issue 16).
     """
 
     continuous = True
     bpd_offset = 8.0  # a density on [0, 1]: + log2(256) bits per value for 8-bit data
 
-    def __init__(self, sigma: float | str = 1.0, min_log_sigma: float = -5.0):
+    def __init__(self, sigma: float | str = 1.0, min_log_sigma: float = -6.0, max_log_sigma: float = 0.0):
         if sigma != "learned" and not (isinstance(sigma, (int, float)) and sigma > 0):
             raise ValueError(f"Gaussian likelihood: sigma must be a positive number or 'learned', got {sigma!r}")
         self.sigma = sigma
-        self.min_log_sigma = min_log_sigma
+        self.min_log_sigma, self.max_log_sigma = min_log_sigma, max_log_sigma
         self.params_per_dim = 2 if sigma == "learned" else 1
+        self.initial_output = (0.5, -2.0) if sigma == "learned" else (0.5,)  # sigma 0.14 at start
 
     def __call__(self, out: Tensor, event_ndims: int) -> Independent:
         if self.sigma == "learned":
-            mean, log_sigma = out.chunk(2, dim=-event_ndims)
-            scale = log_sigma.clamp(min=self.min_log_sigma).exp()
+            mean, raw = out.chunk(2, dim=-event_ndims)
+            scale = soft_bound(raw, self.min_log_sigma, self.max_log_sigma).exp()
         else:
             mean, scale = out, torch.full_like(out, float(self.sigma))
         return NormalImage(mean, scale, event_ndims)
@@ -192,20 +208,22 @@ class GaussianLikelihood:
 class LogisticLikelihood:
     """p(x|z) = prod_i DiscretizedLogistic(x_i; mu_i, s_i) over 256 levels, with the decoder
     giving mu and log s per pixel and channel; for 8-bit images (colour or gray) scaled to
-    [0, 1]. log s is bounded below (`min_log_scale`) for stability. Reported as nats per
-    example, and as bits per dimension (a true discrete likelihood: no offset)."""
+    [0, 1]. log s is the decoder's output softly bounded to [`min_log_scale`,
+    `max_log_scale`] (`soft_bound`; s from 0.23 of a level to the whole range). Reported as
+    nats per example, and as bits per dimension (a true discrete likelihood: no offset)."""
 
     params_per_dim = 2
+    initial_output = (0.5, -2.0)  # scale 0.14 (35 of 255 levels) at the start
     continuous = False
     bpd_offset = 0.0
 
-    def __init__(self, bins: int = 256, min_log_scale: float = -7.0):
-        self.bins, self.min_log_scale = bins, min_log_scale
+    def __init__(self, bins: int = 256, min_log_scale: float = -7.0, max_log_scale: float = 0.0):
+        self.bins, self.min_log_scale, self.max_log_scale = bins, min_log_scale, max_log_scale
 
     def __call__(self, out: Tensor, event_ndims: int) -> Independent:
-        loc, log_scale = out.chunk(2, dim=-event_ndims)
-        return Independent(DiscretizedLogistic(loc, log_scale.clamp(min=self.min_log_scale), self.bins),
-                           event_ndims, validate_args=False)
+        loc, raw = out.chunk(2, dim=-event_ndims)
+        log_scale = soft_bound(raw, self.min_log_scale, self.max_log_scale)
+        return Independent(DiscretizedLogistic(loc, log_scale, self.bins), event_ndims, validate_args=False)
 
     def mode(self, p: Independent) -> Tensor:
         d = p.base_dist
@@ -218,6 +236,7 @@ class ContinuousBernoulliLikelihood:
     density on [0, 1], for intensities that are not binarized."""
 
     params_per_dim = 1
+    initial_output = (0.0,)
     continuous = True
     bpd_offset = 8.0
 
@@ -229,6 +248,10 @@ class ContinuousBernoulliLikelihood:
         return p.base_dist.mean
 
 
+#: Each family's `initial_output`: per group of parameters (location, log-scale), the value a
+#: decoder whose last layer's bias can be set starts from (`net: resconv`): a mid-grey image
+#: with a scale that is neither flat nor a spike, so that the first epoch is spent on z and
+#: not on moving a bias from 0 (log-scale 0: a scale of the whole pixel range).
 LIKELIHOODS = {"bernoulli": BernoulliLikelihood, "gaussian": GaussianLikelihood,
                "logistic": LogisticLikelihood, "continuous_bernoulli": ContinuousBernoulliLikelihood}
 

@@ -40,7 +40,8 @@ class Autoencoder(Model):
         self.likelihood = make_likelihood(likelihood, sigma)
         self.encoder, self.decoder = nets.build(
             net, self.input_shape, latent_dim, latent_dim,
-            self.likelihood.params_per_dim * self.input_shape[0], hidden, activation, num_classes)
+            self.likelihood.params_per_dim * self.input_shape[0], hidden, activation, num_classes,
+            out_bias=self.likelihood.initial_output)
         self.register_buffer("code_mean", torch.zeros(latent_dim))
         self.register_buffer("code_moment", torch.eye(latent_dim))
         self.register_buffer("code_updates", torch.zeros(()))

@@ -76,7 +76,8 @@ class HVAE(Model):
         # x <-> z1: the networks of a one-layer VAE with latent z1
         self.encoder, self.decoder = nets.build(
             net, self.input_shape, 2 * inner_latent_dim, inner_latent_dim,
-            self.likelihood.params_per_dim * self.input_shape[0], hidden, activation, num_classes)
+            self.likelihood.params_per_dim * self.input_shape[0], hidden, activation, num_classes,
+            out_bias=self.likelihood.initial_output)
         # z1 <-> z2: MLPs giving a mean and a log-variance per unit
         self.inner_encoder = mlp([inner_latent_dim, *inner_hidden, 2 * latent_dim], activation)
         self.inner_decoder = mlp([latent_dim, *reversed(list(inner_hidden)), 2 * inner_latent_dim], activation)

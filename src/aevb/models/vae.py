@@ -84,7 +84,8 @@ class VAE(Model):
         enc_out = self.latent.params_per_dim * latent_dim + self.latent.context_dim
         self.encoder, self.decoder = nets.build(
             net, self.input_shape, enc_out, latent_dim,
-            self.likelihood.params_per_dim * self.input_shape[0], hidden, activation, num_classes)
+            self.likelihood.params_per_dim * self.input_shape[0], hidden, activation, num_classes,
+            out_bias=self.likelihood.initial_output)
         # every prior is offered these; each keeps those it declares (a VampPrior: the encoder,
         # whose q(z|x) before any flow: a mixture of flows would need D inversions per density)
         self.prior = build_prior(prior, latent_dim, self.latent.support, components=prior_components,
