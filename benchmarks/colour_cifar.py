@@ -52,6 +52,8 @@ def main(argv=None) -> None:
     p.add_argument("--samples", type=int, default=100, help="importance samples per test image")
     p.add_argument("--out", default=None)
     a = p.parse_args(argv)
+    if a.out and Path(a.out).exists() and any(Path(a.out).iterdir()):  # never replace others' files
+        p.error(f"--out {a.out} is not empty: give a new or empty folder")
     torch.manual_seed(0)
     ds = data.load(f"folder:{CIFAR}", image_size=32, progress=False)
     model = VAE((3, 32, 32), a.latent, net=a.net, hidden=[int(h) for h in a.hidden.split(",")],
