@@ -4,7 +4,9 @@ unpickled, so a malicious pickle where a checkpoint is expected never runs."""
 from __future__ import annotations
 
 import json
+import os
 import pickle
+import stat
 from pathlib import Path
 
 import pytest
@@ -225,3 +227,19 @@ def test_interrupted_save_keeps_the_old_file_and_no_temporaries(tmp_path, monkey
         save_tensors(path, {"w": torch.ones(3)}, {"v": 2})
     assert path.read_bytes() == old
     assert [p.name for p in tmp_path.iterdir()] == ["c.safetensors"]
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o077, 0o002])
+def test_atomic_files_get_the_permissions_of_a_plain_open(tmp_path, umask):
+    """A file written atomically starts as an owner-only temporary; it must end with the mode
+    open() would give (0o666 less the umask), so that run outputs are as readable as any."""
+    from aevb.serialization import atomic_write
+    old = os.umask(umask)
+    try:
+        atomic_write(tmp_path / "a.json", b"{}")
+        with open(tmp_path / "plain", "wb"):
+            pass
+    finally:
+        os.umask(old)
+    mode = lambda p: stat.S_IMODE(p.stat().st_mode)  # noqa: E731
+    assert mode(tmp_path / "a.json") == mode(tmp_path / "plain") == 0o666 & ~umask

@@ -26,11 +26,26 @@ class CheckpointError(RuntimeError):
     """A checkpoint or model file is missing, corrupt or belongs to another model."""
 
 
+def _umask() -> int:
+    """The process's umask, read without setting it (os.umask can only be read by changing
+    it, which other threads would see): Linux's /proc/self/status; else the usual 0o022."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    return 0o022
+
+
 def atomic_write(path: str | os.PathLike, data: bytes) -> None:
-    """Write `data` to `path` so that a crash at any moment leaves the old file or the new one."""
+    """Write `data` to `path` so that a crash at any moment leaves the old file or the new one.
+    The file gets the permissions a plain open() would give it (0o666 less the umask), not
+    the owner-only mode of the temporary file it starts as."""
     path = Path(path)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        os.fchmod(fd, 0o666 & ~_umask())
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()
