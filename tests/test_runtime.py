@@ -1,6 +1,7 @@
 """The speed settings of aevb.runtime: applied by the `aevb` command (spin count, malloc) and
 for the duration of aevb's own work (threads, `tuned`), never on import; the user's choice
 wins, and AEVB_NO_TUNING=1 turns them off."""
+import contextlib
 import os
 import subprocess
 import sys
@@ -185,3 +186,54 @@ def test_train_leaves_the_thread_count_as_it_was(threads):
     train(model, ds, epochs=1, threads=1, progress=False, tensorboard=False,
           callbacks=[lambda run, record: seen.append(torch.get_num_threads())])
     assert seen == [1] and torch.get_num_threads() == 2
+
+
+def _denormals_left(n: int = 2_000_000) -> int:
+    """How many of n float32 denormals survive a multiply by 1 that is split over the OpenMP
+    threads (each half of the tensor on another thread): 0 when every thread flushes."""
+    return int((torch.full((n,), 1e-40) * 1.0).count_nonzero())
+
+
+def test_denormals_are_flushed_on_every_thread_inside_tuned_only(monkeypatch):
+    monkeypatch.delenv("AEVB_NO_TUNING", raising=False)
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        assert _denormals_left() == 2_000_000 and not runtime.flushing_denormals()
+        with runtime.tuned(threads=2):
+            assert _denormals_left() == 0                   # the worker thread's half too
+            torch.set_num_threads(1)
+            torch.set_num_threads(2)                        # the governor changing the count
+            assert _denormals_left() == 0
+            with runtime.tuned():                           # nested: leaves it on
+                pass
+            assert _denormals_left() == 0
+        assert _denormals_left() == 2_000_000 and not runtime.flushing_denormals()
+        monkeypatch.setenv("AEVB_NO_TUNING", "1")
+        with runtime.tuned():
+            assert _denormals_left() == 2_000_000          # opted out: IEEE gradual underflow
+    finally:
+        torch.set_num_threads(before)
+
+
+def test_flushing_changes_adam_only_below_the_denormal_range():
+    """The plain update (IEEE, denormals kept) against the flushed one, from an Adam state
+    whose first moments are denormal (a unit that stopped getting gradient): the weights
+    differ by less than 1e-30, far below float32's resolution of any weight that is not 0."""
+    def run(flush: bool):
+        torch.manual_seed(0)
+        w = torch.nn.Parameter(torch.randn(4000))
+        opt = torch.optim.Adam([w], lr=1e-3, fused=True)
+        w.grad = torch.randn(4000)
+        opt.step()
+        opt.state[w]["exp_avg"][:2000] = 1e-40               # denormal first moments
+        with runtime.tuned(threads=2) if flush else contextlib.nullcontext():
+            for _ in range(5):
+                w.grad = torch.cat([torch.zeros(2000), torch.randn(2000)])
+                opt.step()
+        return w.detach().clone(), opt.state[w]["exp_avg"][:2000].count_nonzero()
+    (plain, kept), (flushed, left) = run(False), run(True)
+    assert kept == 2000 and left == 0                       # the flush did act
+    assert (plain - flushed).abs().max() < 1e-30
+    assert torch.equal(plain[2000:], flushed[2000:])
+

@@ -9,6 +9,18 @@ import: `import aevb` changes nothing in the process.
   every half second and uses as many threads as there are free CPUs (at least one, at most
   PyTorch's setting). A fixed count instead: the `threads` argument / config key, or the
   environment variable AEVB_THREADS=n.
+- Denormal numbers (`flush_denormals`, inside `tuned`). Adam's first moment of a weight
+  that stops getting gradient (a dead ReLU unit, a rarely active one) decays by 0.9 per
+  step through the float32 denormal range (below 1.2e-38), where an Intel CPU takes a
+  microcode assist of ~100 cycles per operation: in aevb.train on the MLP VAE the fused
+  Adam update went from 1.0 to 9.2 ms per step after ~8 epochs (1 thread) and the step from
+  6 to 10 ms (2 threads; benchmarks/README.md). So inside `tuned()` every thread of
+  PyTorch's OpenMP pool flushes denormals to zero (FTZ/DAZ, as TensorFlow does on CPU and
+  GPUs do by default): `torch.set_flush_denormal` sets it on the calling thread only, so
+  aevb runs it once on every pool thread through the OpenMP runtime's GOMP_parallel (libgomp,
+  or LLVM / Intel OpenMP, which export it too); threads the runtime creates later inherit
+  it from the main thread. Values below 1.2e-38 become 0, nothing else changes. Restored on
+  exit, unless the process already flushed.
 - Spin count (`spin_default`, applied by the `aevb` command before it imports torch). An
   idle OpenMP thread spins for GOMP_SPINCOUNT iterations, then sleeps and must be woken
   for the next kernel; a training step runs ~100 kernels separated by a few to a few
@@ -155,12 +167,56 @@ def tuned(threads: int | str | None = None, enabled: bool = True):
         set_threads(threads)
     elif enabled and not opted_out() and _POLICY is None:
         set_threads(os.environ.get("AEVB_THREADS", "auto"), source="AEVB_THREADS")
+    flushed = enabled and not opted_out() and not flushing_denormals() and flush_denormals(True)
     try:
         yield
     finally:
         _POLICY, _GOVERNOR = saved[0], saved[1]
+        if flushed:
+            flush_denormals(False)
         if torch.get_num_threads() != saved[2]:
             torch.set_num_threads(saved[2])
+
+
+def flushing_denormals() -> bool:
+    """Whether this thread flushes denormals: 1e-40 (a float32 denormal) times 1 reads 0."""
+    import torch
+    return (torch.tensor([1e-40]) * 1.0).item() == 0.0
+
+
+_PARALLEL_BODY = ctypes.CFUNCTYPE(None, ctypes.c_void_p)
+
+
+def openmp_parallels() -> list:
+    """GOMP_parallel of every OpenMP runtime loaded in this process (libgomp; LLVM's and
+    Intel's libomp / libiomp5 export it as well), from /proc/self/maps; [] elsewhere."""
+    try:
+        with open("/proc/self/maps") as f:
+            paths = sorted({line.split()[-1] for line in f if "omp" in line.rsplit("/", 1)[-1]})
+    except OSError:
+        return []
+    found = []
+    for path in paths:
+        try:
+            fn = ctypes.CDLL(path).GOMP_parallel
+        except (OSError, AttributeError):
+            continue
+        fn.argtypes, fn.restype = [_PARALLEL_BODY, ctypes.c_void_p, ctypes.c_uint, ctypes.c_uint], None
+        found.append(fn)
+    return found
+
+
+def flush_denormals(on: bool) -> bool:
+    """Turn flushing denormals to zero (FTZ and DAZ) on or off on this thread and on every
+    thread of each OpenMP pool (see the module docstring); False where the CPU cannot."""
+    import torch
+    if not torch.set_flush_denormal(on):
+        return False
+    body = _PARALLEL_BODY(lambda _: torch.set_flush_denormal(on))
+    team = max(torch.get_num_threads(), os.cpu_count() or 1)  # threads idle now are reached too
+    for parallel in openmp_parallels():
+        parallel(body, None, team, 0)
+    return True
 
 
 def parse_threads(threads: int | str, source: str = "threads") -> int | str:
