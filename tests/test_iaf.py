@@ -38,17 +38,17 @@ def randomize(family: InverseAutoregressiveFlow, scale: float = 0.5, seed: int =
     return family
 
 
-def flow_posterior(d=3, steps=2, hidden=(6, 5), n=4, seed=0) -> tuple[InverseAutoregressiveFlow, IAFNormal]:
+def flow_posterior(d=3, steps=2, hidden=(6, 5), n=4, seed=0, context=True) -> tuple[InverseAutoregressiveFlow, IAFNormal]:
     torch.manual_seed(seed)
-    fam = randomize(InverseAutoregressiveFlow(d, steps, hidden).double(), seed=seed)
+    fam = randomize(InverseAutoregressiveFlow(d, steps, hidden, context).double(), seed=seed)
     out = torch.randn(n, 2 * d + fam.context_dim, dtype=torch.float64)
     return fam, fam(out)
 
 
 # ----------------------------------------------------------------------------- against math
-@pytest.mark.parametrize("steps", [1, 2, 3])
-def test_log_density_is_the_base_density_minus_the_log_determinant_of_the_autograd_jacobian(steps):
-    fam, q = flow_posterior(d=4, steps=steps)
+@pytest.mark.parametrize("steps,context", [(1, True), (2, True), (3, True), (2, False)])
+def test_log_density_is_the_base_density_minus_the_log_determinant_of_the_autograd_jacobian(steps, context):
+    fam, q = flow_posterior(d=4, steps=steps, context=context)
     torch.manual_seed(1)
     z, log_q = q.rsample_and_log_prob()
     # the same noise again: z_0 = mu + sigma eps, then the flow as a plain function of z_0
@@ -57,7 +57,7 @@ def test_log_density_is_the_base_density_minus_the_log_determinant_of_the_autogr
     for i in range(z0.shape[0]):
         def f(v, i=i):
             return IAFNormal(DiagonalNormal(q.base.base_dist.loc[i], q.base.logvar[i]),
-                             q.context[i], fam.steps).flow(v)[0]
+                             None if q.context is None else q.context[i], fam.steps).flow(v)[0]
         J = jacobian(f, z0[i])
         assert torch.allclose(f(z0[i]), z[i], atol=1e-12)
         expected = q.base.log_prob(z0)[i] - torch.linalg.slogdet(J)[1]
@@ -164,8 +164,9 @@ def test_kl_is_monte_carlo_even_when_analytic_is_asked_for():
 
 def broad_model():
     """A 2-D flow model whose posterior is broad (small encoder and decoder weights, gates
-    near open, random MADEs): importance sampling converges within a test's budget."""
-    m = model()
+    near open, random MADEs with the encoder's context): importance sampling converges
+    within a test's budget."""
+    m = model(flow_context=True)
     with torch.no_grad():
         m.encoder.net[-1].weight.mul_(0.2)
         for step in m.latent.steps:
@@ -281,3 +282,19 @@ def test_impossible_combinations_are_refused_in_one_line(tmp_path, capsys, flags
 def test_unknown_posterior_is_refused():
     with pytest.raises(ValueError, match="posterior must be one of diagonal, iaf"):
         VAE(SHAPE, 2, posterior="flow")
+
+
+def test_flow_context_is_off_by_default_and_old_iaf_models_keep_theirs(tmp_path):
+    """Without a context the encoder gives 2 D numbers and the MADEs see z only; a model
+    saved before `flow_context` existed (all had the context) loads with it."""
+    plain, with_h = VAE(SHAPE, 2, hidden=[16], posterior="iaf"), VAE(SHAPE, 2, hidden=[16], posterior="iaf",
+                                                                     flow_context=True)
+    assert plain.latent.context_dim == 0 and with_h.latent.context_dim == 128
+    assert all(step.context is None for step in plain.latent.steps)
+    old = {k: v for k, v in with_h.config.items() if k != "flow_context"}
+    assert VAE.upgrade_config(old)["flow_context"] is True
+    assert VAE.upgrade_config({k: v for k, v in plain.config.items() if k != "flow_context"}
+                              | {"posterior": "diagonal"})["flow_context"] is False
+    with_h.save(tmp_path / "m.safetensors")
+    from aevb.models import load
+    assert load(tmp_path / "m.safetensors").latent.context_dim == 128

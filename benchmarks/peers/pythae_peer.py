@@ -1,6 +1,6 @@
 """The same VAE (784-400-400-20, ReLU, Bernoulli likelihood) trained with the `pythae`
 library (pip package `pythae`, 0.1.2), written from pythae's public documentation: custom
-`BaseEncoder` / `BaseDecoder` classes returning `ModelOutput`s, `VAEConfig` with
+`BaseEncoder` / `BaseDecoder` classes returning `ModelOutput`s (`pythae_models.build`), `VAEConfig` with
 reconstruction_loss="bce", `BaseTrainerConfig` (batch 100, Adam, lr 1e-3) and a
 `TrainingPipeline`. Run it with the python of a virtual environment that has pythae:
 
@@ -24,39 +24,11 @@ import time
 from pathlib import Path
 
 import torch
-from torch import nn
+
+from pythae_models import build  # the model and its encoder / decoder, shared with quality.py
 
 HERE = Path(__file__).resolve().parent
 DATA_DIR = HERE.parent.parent.parent / "shared" / "data" / "mnist"
-
-
-def build(latent_dim=20, hidden=400):
-    from pythae.models import VAE, VAEConfig
-    from pythae.models.base.base_utils import ModelOutput
-    from pythae.models.nn import BaseDecoder, BaseEncoder
-
-    class Encoder(BaseEncoder):
-        def __init__(self):
-            BaseEncoder.__init__(self)
-            self.net = nn.Sequential(nn.Linear(784, hidden), nn.ReLU(), nn.Linear(hidden, hidden), nn.ReLU())
-            self.embedding = nn.Linear(hidden, latent_dim)
-            self.log_var = nn.Linear(hidden, latent_dim)
-
-        def forward(self, x):
-            h = self.net(x.reshape(x.shape[0], -1))
-            return ModelOutput(embedding=self.embedding(h), log_covariance=self.log_var(h))
-
-    class Decoder(BaseDecoder):
-        def __init__(self):
-            BaseDecoder.__init__(self)
-            self.net = nn.Sequential(nn.Linear(latent_dim, hidden), nn.ReLU(), nn.Linear(hidden, hidden),
-                                     nn.ReLU(), nn.Linear(hidden, 784), nn.Sigmoid())
-
-        def forward(self, z):
-            return ModelOutput(reconstruction=self.net(z).reshape(-1, 1, 28, 28))
-
-    config = VAEConfig(input_dim=(1, 28, 28), latent_dim=latent_dim, reconstruction_loss="bce")
-    return VAE(model_config=config, encoder=Encoder(), decoder=Decoder())
 
 
 def main(argv=None):
@@ -102,7 +74,7 @@ def main(argv=None):
             self.end[-1] = time.perf_counter()
 
     torch.manual_seed(args.seed)
-    model = build()
+    model = build("VAE")
     timer = Timer()
     with tempfile.TemporaryDirectory() as out:
         config = BaseTrainerConfig(output_dir=out, num_epochs=args.epochs, learning_rate=1e-3,
