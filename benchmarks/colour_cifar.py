@@ -5,6 +5,7 @@ budget of wall-clock minutes, then bits/dim of the test images by importance sam
     python benchmarks/colour_cifar.py --minutes 5                       # a short design run
     python benchmarks/colour_cifar.py --minutes 5 --likelihood gaussian --sigma learned
     python benchmarks/colour_cifar.py --minutes 30 --test-n 10000 --samples 100   # the target
+    python benchmarks/colour_cifar.py --minutes 30 --epochs 40 --lr-schedule cosine ...
 
 Prints one JSON line per epoch (seconds since training began, train and test bits/dim of the
 ELBO, the latter on `--curve-n` test images) and at the end the importance-sampled bits/dim of `--test-n` test images
@@ -46,12 +47,17 @@ def main(argv=None) -> None:
     p.add_argument("--hidden", default="32,64,128")
     p.add_argument("--latent", type=int, default=128)
     p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--lr-schedule", default="constant", choices=("constant", "cosine"))
+    p.add_argument("--epochs", type=int, default=None,
+                   help="epochs to train (and for the cosine schedule to span); default: until --minutes")
     p.add_argument("--batch-size", type=int, default=100)
     p.add_argument("--curve-n", type=int, default=1000, help="test images for the per-epoch curve")
     p.add_argument("--test-n", type=int, default=1000, help="test images for the final bits/dim")
     p.add_argument("--samples", type=int, default=100, help="importance samples per test image")
     p.add_argument("--out", default=None)
     a = p.parse_args(argv)
+    if a.lr_schedule == "cosine" and a.epochs is None:
+        p.error("--lr-schedule cosine decays over --epochs: give --epochs (e.g. the number that fits in --minutes)")
     if a.out and Path(a.out).exists() and any(Path(a.out).iterdir()):  # never replace others' files
         p.error(f"--out {a.out} is not empty: give a new or empty folder")
     torch.manual_seed(0)
@@ -63,7 +69,8 @@ def main(argv=None) -> None:
     small = data.Dataset(ds.name, ds.train, subset(ds.test, a.curve_n), "none", ds.num_classes, ds.info)
     # test_bpd per epoch: bits/dim of the ELBO on --curve-n test images; training stops after
     # the step that crosses the budget (start-up and the per-epoch curve count in it)
-    train(model, small, epochs=10_000, batch_size=a.batch_size, lr=a.lr, progress=False,
+    run = train(model, small, epochs=a.epochs or 10_000, batch_size=a.batch_size, lr=a.lr,
+          lr_schedule=a.lr_schedule, progress=False,
           tensorboard=False, callbacks=[curve(start)], out=None, time_limit=a.minutes * 60)
     trained = time.perf_counter() - start
     model.eval()
@@ -72,6 +79,7 @@ def main(argv=None) -> None:
     bpd = (-lp / (3072 * math.log(2)) + offset)
     print(json.dumps({"final": True, "train_seconds": round(trained, 1), "test_n": len(test),
                       "samples": a.samples, "bpd_is": round(bpd.mean().item(), 4),
+                      "last_record": {k: run.last.get(k) for k in ("epoch", "steps", "test_bpd")},
                       "bpd_is_stderr": round(bpd.std().item() / math.sqrt(len(bpd)), 4),
                       "config": vars(a)}), flush=True)
     if a.out:

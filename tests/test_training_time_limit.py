@@ -38,8 +38,10 @@ def fake_clock(monkeypatch):
     monkeypatch.setattr(training, "time", types.SimpleNamespace(perf_counter=lambda: Ticking.clock[0]))
 
 
-def test_time_limit_stops_mid_epoch_and_resume_is_exact(digits, tmp_path, fake_clock):
-    opts = {"warmup_epochs": 1.5, "noise": 0.1}  # KL warm-up and input noise use the step / RNG
+@pytest.mark.parametrize("schedule", ["constant", "cosine"])
+def test_time_limit_stops_mid_epoch_and_resume_is_exact(digits, tmp_path, fake_clock, schedule):
+    # KL warm-up, the lr schedule and input noise use the step / RNG
+    opts = {"warmup_epochs": 1.5, "noise": 0.1, "lr_schedule": schedule}
     whole = fit(fresh(), digits, tmp_path / "whole", **opts)
     assert whole.stopped is None
     run = fit(fresh(Ticking), digits, tmp_path / "cut", time_limit=22.5, **opts)
@@ -97,3 +99,22 @@ def test_cli_time_limit(tmp_path, capsys):
     assert [r["epoch"] for r in lines] == [1, 2, 3] and not any("stopped" in r for r in lines)
     assert main(args + ["--overwrite", "--time-limit", "0"]) == 2
     assert "time_limit" in capsys.readouterr().err
+
+
+
+def test_cosine_schedule_values_and_effect(digits, tmp_path):
+    """The factor is (1 + cos(pi t / T)) / 2: 1 at the first step, 1/2 halfway, ~0 at the
+    last; the optimizer ends the run at lr times the last step's factor, and the weights
+    differ from a constant lr's."""
+    f = training.lr_factor("cosine", 60)
+    assert (f(0), f(30), f(60)) == (1.0, pytest.approx(0.5), pytest.approx(0.0, abs=1e-15))
+    assert training.lr_factor("constant", 60) is None
+    with pytest.raises(ValueError, match="unknown lr_schedule 'step'; choose one of constant, cosine"):
+        training.lr_factor("step", 60)
+    for schedule in ("constant", "cosine"):  # 2 epochs of 15 steps
+        fit(fresh(), digits, tmp_path / schedule, lr_schedule=schedule, epochs=2)
+    a, _ = load_tensors(tmp_path / "constant" / "checkpoint.safetensors")
+    b, meta = load_tensors(tmp_path / "cosine" / "checkpoint.safetensors")
+    assert any(not torch.equal(a[k], b[k]) for k in a if k.startswith("model."))
+    last = training.lr_factor("cosine", 30)(29)
+    assert meta["optimizer"]["param_groups"][0]["lr"] == pytest.approx(3e-3 * last, rel=1e-12)

@@ -94,7 +94,8 @@ def test_choices_listed_in_the_config_are_the_real_ones():
             "kl": ("analytic", "mc"), "latent_family": tuple(distributions.LATENTS),
             "prior": tuple(distributions.PRIORS),
             "estimator": vae.ESTIMATORS, "baseline": vae.BASELINES, "objective": vae.OBJECTIVES, "posterior": vae.POSTERIORS,
-            "optimizer": tuple(training.OPTIMIZERS), "precision": training.PRECISIONS}
+            "optimizer": tuple(training.OPTIMIZERS), "precision": training.PRECISIONS,
+            "lr_schedule": training.LR_SCHEDULES}
     assert {k: sorted(v) for k, v in config_mod.CHOICES.items()} == {k: sorted(v) for k, v in real.items()}
     assert PLOT_KINDS == plots.KINDS
 

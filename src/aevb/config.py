@@ -63,11 +63,13 @@ class Config:
     iwae_k: int = 5                   # objective iwae: samples per example
     posterior: str = "diagonal"       # q(z|x): a diagonal Gaussian, or one followed by an inverse autoregressive flow (iaf; latent_family gaussian)
     flow_steps: int = 2               # posterior iaf: flow steps (MADEs), the order of the units reversed between steps
-    flow_hidden: list[int] = field(default_factory=lambda: [128, 128])  # posterior iaf: hidden layer sizes of each MADE (the first is also the size of the encoder's context h)
+    flow_hidden: list[int] = field(default_factory=lambda: [128, 128])  # posterior iaf: hidden layer sizes of each MADE
+    flow_context: bool = False        # posterior iaf: the encoder also gives a context h, an input of every MADE (Kingma et al.; slower to train in short runs)
     # training
     epochs: int = 20                  # passes over the training images
     batch_size: int = 100             # images per step (the global batch under torchrun)
     lr: float = 1e-3                  # learning rate
+    lr_schedule: str = "constant"     # constant, or cosine: decays lr to 0 over the epochs
     optimizer: str = "adam"           # the optimizer (adam and adamw fused)
     seed: int = 0                     # seeds weights, batch order and sampling noise
     clip_grad: float | None = None    # max gradient norm
@@ -93,7 +95,7 @@ CHOICES = {
     "model": ("vae", "autoencoder", "hvae"),
     "net": ("mlp", "conv", "resconv", "resconv_spatial"),
     "activation": ("relu", "tanh", "elu", "gelu", "softplus", "leaky_relu", "sigmoid"),
-    "likelihood": ("auto", "bernoulli", "gaussian", "logistic", "continuous_bernoulli"),
+    "likelihood": ("auto", "bernoulli", "gaussian", "logistic", "logistic_rgb", "continuous_bernoulli"),
     "kl": ("analytic", "mc"),
     "latent_family": ("gaussian", "bernoulli"),
     "prior": ("standard_normal", "bernoulli_half", "mog", "vamp"),
@@ -101,6 +103,7 @@ CHOICES = {
     "baseline": ("none", "mean", "learned"),
     "objective": ("elbo", "iwae"),
     "posterior": ("diagonal", "iaf"),
+    "lr_schedule": ("constant", "cosine"),
     "optimizer": ("adam", "adamw", "rmsprop", "adagrad", "sgd"),
     "precision": ("fp32", "bf16", "fp16"),
 }

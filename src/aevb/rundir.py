@@ -55,7 +55,7 @@ PATTERNS = ("tb/events.out.tfevents.*",)
 #: config keys that may differ when a run is resumed: how long, where and with what it runs
 RESUMABLE = ("epochs", "threads", "device", "out", "data_dir", "compile", "time_limit")
 #: the arguments of `train` recorded in config.json (and compared on resume)
-TRAINER_KEYS = ("epochs", "batch_size", "lr", "optimizer", "seed", "clip_grad", "warmup_epochs",
+TRAINER_KEYS = ("epochs", "batch_size", "lr", "lr_schedule", "optimizer", "seed", "clip_grad", "warmup_epochs",
                 "noise", "device", "precision", "threads", "compile", "time_limit")
 _TMP = re.compile(r"^\.(?P<name>.+)\.[a-z0-9_]{8}\.tmp$")  # tempfile.mkstemp in atomic_write
 

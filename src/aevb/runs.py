@@ -29,7 +29,7 @@ from .serialization import CheckpointError, parse_json, read_file, read_json
 from .training import train
 
 #: config keys passed to `aevb.train`
-TRAIN_KEYS = ("epochs", "batch_size", "lr", "optimizer", "seed", "clip_grad", "warmup_epochs", "noise",
+TRAIN_KEYS = ("epochs", "batch_size", "lr", "lr_schedule", "optimizer", "seed", "clip_grad", "warmup_epochs", "noise",
               "device", "precision", "threads", "compile", "time_limit")
 #: config keys that choose the data
 DATA_KEYS = ("dataset", "data_dir", "binarize", "limit", "classes", "image_size", "channels")

@@ -83,6 +83,7 @@ class Options:
     precision: str = "fp32"
     compile: bool = False
     time_limit: float | None = None
+    lr_schedule: str = "constant"
 
 
 @dataclass
@@ -100,6 +101,7 @@ class Loop:
     state: dict
     steps_per_epoch: int
     beta: Callable[[int], float | None]
+    lr_factor: Callable[[int], float] | None
     transform: Callable
     autocast: torch.autocast
     scaler: torch.amp.GradScaler
@@ -121,6 +123,21 @@ def kl_warmup(beta: float | None, warmup_steps: float) -> Callable[[int], float 
     return lambda t: beta * min(1.0, (t + 1) / warmup_steps)
 
 
+#: how the learning rate moves over a run (`lr_schedule`)
+LR_SCHEDULES = ("constant", "cosine")
+
+
+def lr_factor(schedule: str, total_steps: int) -> Callable[[int], float] | None:
+    """The factor on the learning rate at global step t (0-based): None for "constant" (the
+    optimizer's lr is left alone); "cosine": (1 + cos(pi t / T)) / 2 over the run's T steps,
+    from 1 at the first step to near 0 at the last (Loshchilov & Hutter 2017, no restarts)."""
+    if schedule not in LR_SCHEDULES:
+        raise ValueError(f"unknown lr_schedule {schedule!r}; choose one of {', '.join(LR_SCHEDULES)}")
+    if schedule == "constant":
+        return None
+    return lambda t: 0.5 * (1.0 + math.cos(math.pi * min(t, total_steps) / max(total_steps, 1)))
+
+
 # ----------------------------------------------------------------------------- train
 def train(model, dataset, *, epochs: int = 10, batch_size: int = 100, lr: float = 1e-3,
           optimizer: str = "adam", seed: int = 0, clip_grad: float | None = None,
@@ -128,13 +145,16 @@ def train(model, dataset, *, epochs: int = 10, batch_size: int = 100, lr: float 
           overwrite: bool = False, config: dict | None = None, progress: bool | str = True,
           tensorboard: bool = True, eval_batch_size: int = 1000, max_skips: int = 100,
           device: str | None = "auto", precision: str = "fp32", threads: int | str | None = None,
-          tuning: bool = True, compile: bool = False, callbacks=(), time_limit: float | None = None) -> Run:
+          tuning: bool = True, compile: bool = False, callbacks=(), time_limit: float | None = None,
+          lr_schedule: str = "constant") -> Run:
     """Train `model` on `dataset` by minimizing its objective; returns a `Run`.
 
     - `batch_size` is the global batch: under torchrun each of W ranks takes batch_size / W
       images of it, and gradients are averaged (DistributedDataParallel).
     - `warmup_epochs`: the KL weight passed to the objective rises linearly from 0 to the
       model's beta over that many epochs (KL annealing); 0 disables it.
+    - `lr_schedule`: "constant", or "cosine": lr decays to 0 over the `epochs`, by step (a
+      resumed run continues it exactly; one that `time_limit` ends stops part-way down).
     - `noise`: salt-and-pepper rate applied to training inputs while the clean image stays
       the target (denoising VAE); 0 disables it.
     - Non-finite loss or gradients: the step is skipped and counted; every 10 consecutive
@@ -165,7 +185,7 @@ def train(model, dataset, *, epochs: int = 10, batch_size: int = 100, lr: float 
       False (see `aevb.progress`).
     """
     options = Options(epochs, batch_size, lr, optimizer, seed, clip_grad, warmup_epochs, noise,
-                      eval_batch_size, max_skips, precision, compile, time_limit)
+                      eval_batch_size, max_skips, precision, compile, time_limit, lr_schedule)
     _check(model, dataset, options)
     with runtime.tuned(threads, enabled=tuning):
         loop = start(model, dataset, options, device, out=out, resume=resume, overwrite=overwrite,
@@ -190,6 +210,7 @@ def _check(model, dataset, o: Options) -> None:
                             f"{dataset.name!r} has {tuple(dataset.shape)}")
     if o.precision not in PRECISIONS:
         raise ValueError(f"precision must be fp32, bf16 or fp16, got {o.precision!r}")
+    lr_factor(o.lr_schedule, 1)  # an unknown name is refused before anything starts
     if o.time_limit is not None and not 0 < o.time_limit < math.inf:
         raise ValueError(f"time_limit must be a positive number of seconds or None, got {o.time_limit}")
 
@@ -219,7 +240,8 @@ def start(model, dataset, o: Options, device, *, out, resume: bool, overwrite: b
     loop = Loop(model=model, net=net, parameters=parameters, opt=make_optimizer(o.optimizer, parameters, o.lr),
                 ctx=ctx, options=o, run=Run(model, None), steps_per_epoch=steps,
                 state={"epoch": 0, "step": 0, "global_step": 0, "skipped": 0, "sums": {}, "seed": o.seed},
-                beta=kl_warmup(model.beta, o.warmup_epochs * steps), transform=noisy_inputs(o.noise),
+                beta=kl_warmup(model.beta, o.warmup_epochs * steps),
+                lr_factor=lr_factor(o.lr_schedule, o.epochs * steps), transform=noisy_inputs(o.noise),
                 autocast=torch.autocast(ctx.device.type, dtype=half, enabled=o.precision != "fp32"),
                 scaler=torch.amp.GradScaler(ctx.device.type, enabled=o.precision == "fp16"))
     torch.manual_seed(o.seed + ctx.rank)
@@ -324,6 +346,10 @@ def step(loop: Loop, x: torch.Tensor, y: torch.Tensor | None) -> bool:
     with loop.autocast:
         terms = loop.net(x, y, **kw)
     loss = terms.pop("loss")
+    if loop.lr_factor is not None:  # halvings by the divergence guard (lr_scale) stay
+        lr = loop.options.lr * loop.state.get("lr_scale", 1.0) * loop.lr_factor(loop.state["global_step"])
+        for group in loop.opt.param_groups:
+            group["lr"] = lr
     loop.opt.zero_grad()  # to None: backward then hands its gradient tensors over, no copy
     finite_loss = math.isfinite(loss.item())
     if not (finite_loss and _backward(loop, loss)):
@@ -354,7 +380,7 @@ def _skipped(loop: Loop, unscaled: bool) -> None:
     loop.state["skipped"] += 1
     loop.consecutive += 1
     _guard(loop.state["skipped"], loop.consecutive, loop.options.max_skips, loop.opt,
-           loop.state["epoch"], loop.run.dir)
+           loop.state, loop.run.dir)
 
 
 def _train_means(loop: Loop) -> dict:
@@ -496,15 +522,17 @@ class _StopFlag:
             signal.signal(sig, old)
 
 
-def _guard(skipped: int, consecutive: int, max_skips: int, opt, epoch: int, run_dir) -> None:
+def _guard(skipped: int, consecutive: int, max_skips: int, opt, state: dict, run_dir) -> None:
     """After a skipped (non-finite) step: stop past `max_skips`, halve the learning rate
-    every 10 consecutive skips."""
+    every 10 consecutive skips (kept in the trainer state's "lr_scale" too, for a schedule)."""
+    epoch = state["epoch"]
     if skipped > max_skips:
         raise TrainingError(
             f"training diverged: {skipped} steps with non-finite loss or gradients (epoch "
             f"{epoch + 1}); lower the learning rate or set clip_grad"
             + (f"; the last good checkpoint is kept in {run_dir}" if run_dir else ""))
     if consecutive % 10 == 0:
+        state["lr_scale"] = state.get("lr_scale", 1.0) * 0.5
         for group in opt.param_groups:
             group["lr"] *= 0.5
         warnings.warn(f"{consecutive} non-finite steps in a row; learning rate halved to "

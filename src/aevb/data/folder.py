@@ -55,14 +55,15 @@ def _key(root: Path, files: list[Path], image_size: int, channels: int) -> str:
     return h.hexdigest()[:32]
 
 
-def _decode(files: list[Path], image_size: int, channels: int) -> tuple[np.ndarray, list[int], list[str]]:
+def _decode(files: list[Path], image_size: int, channels: int,
+            progress: bool = True) -> tuple[np.ndarray, list[int], list[str]]:
     from PIL import Image, ImageOps
     from tqdm.auto import tqdm
 
     mode = {1: "L", 3: "RGB"}[channels]
     out, kept, bad = [], [], []
     for i, p in enumerate(tqdm(files, desc="reading images", unit="img", leave=False,
-                               disable=len(files) < 1000)):
+                               disable=not progress or len(files) < 1000)):
         try:
             with Image.open(p) as im:
                 im = ImageOps.fit(_eight_bit(im).convert(mode), (image_size, image_size),
@@ -93,7 +94,8 @@ def _eight_bit(im):
     return Image.fromarray(a.astype(np.uint8))  # 2-D uint8: mode "L"
 
 
-def read_folder(path, image_size: int = 64, channels: int = 3, cache: bool = True) -> dict:
+def read_folder(path, image_size: int = 64, channels: int = 3, cache: bool = True,
+                progress: bool = True) -> dict:
     """All images under `path` as {"x": uint8 (N, C, S, S), "y": int64 (N,) or None,
     "classes": [...]}; files Pillow cannot read are skipped with a warning naming them."""
     if channels not in (1, 3):
@@ -117,7 +119,7 @@ def read_folder(path, image_size: int = 64, channels: int = 3, cache: bool = Tru
                     "cache": cached}
         except Exception:  # a damaged cache file: rebuild it below
             pass
-    x, kept, bad = _decode(files, image_size, channels)
+    x, kept, bad = _decode(files, image_size, channels, progress)
     if bad:
         warnings.warn(f"{root}: skipped {len(bad)} files that are not readable images: "
                       f"{', '.join(bad)}", DataWarning, stacklevel=3)
@@ -155,21 +157,21 @@ def has_splits(path) -> bool:
 
 
 def load_folder(path, image_size: int = 64, channels: int = 3, test_fraction: float = 0.1,
-                seed: int = 0, cache: bool = True) -> dict:
+                seed: int = 0, cache: bool = True, progress: bool = True) -> dict:
     """Arrays in the form of `registry.load_arrays` for an image folder. A folder of exactly
     train/ and test/ gives those as the splits (`test_fraction` unused; both must name the
     same classes); any other folder is split at random by `test_fraction` and `seed`."""
     root = Path(path).expanduser().resolve()
     info = {"root": str(root), "image_size": image_size, "channels": channels}
     if has_splits(root):
-        tr, te = (read_folder(root / s, image_size, channels, cache) for s in ("train", "test"))
+        tr, te = (read_folder(root / s, image_size, channels, cache, progress) for s in ("train", "test"))
         if tr["classes"] != te["classes"]:
             raise DataError(f"{root}: train/ and test/ name different classes "
                             f"({tr['classes']} vs {te['classes']}); give them the same subfolders")
         return {"train": (tr["x"], tr["y"]), "test": (te["x"], te["y"]),
                 "num_classes": len(tr["classes"]) if tr["classes"] else 0,
                 "info": info | {"classes": tr["classes"], "splits": "train/, test/"}}
-    d = read_folder(path, image_size, channels, cache)
+    d = read_folder(path, image_size, channels, cache, progress)
     tr, te = split(len(d["x"]), test_fraction, seed)
     y = d["y"]
     return {"train": (d["x"][tr], None if y is None else y[tr]),

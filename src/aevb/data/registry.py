@@ -195,7 +195,7 @@ def load_arrays(name: str, data_dir=None, download: bool = True, *, image_size: 
     if name.startswith("folder:"):
         from .folder import load_folder
         return load_folder(name[len("folder:"):], 64 if image_size is None else image_size,
-                           3 if channels is None else channels, test_fraction, seed)
+                           3 if channels is None else channels, test_fraction, seed, progress=progress)
     if image_size is not None or channels is not None:
         raise ValueError(f"image_size and channels apply to folder:PATH datasets, not {name!r}")
     if name.startswith("npz:"):

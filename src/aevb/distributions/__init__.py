@@ -3,7 +3,7 @@ whole example, so that `log_prob` returns one number per example (log-likelihood
 over pixels / latent units, never averaged):
 
 - `likelihoods`: p_theta(x|z), from the decoder's output (Bernoulli, Gaussian, discretized
-  logistic, continuous Bernoulli);
+  logistic, the same with RGB channels coupled, continuous Bernoulli);
 - `posteriors`: q_phi(z|x), from the encoder's output (diagonal Gaussian, factorized
   Bernoulli; a point mass for a deterministic encoder); `iaf`: an inverse autoregressive
   flow on the diagonal Gaussian;
@@ -14,7 +14,7 @@ parameters by construction; validation costs a few percent per step) and leaves
 torch.distributions' global default alone.
 """
 from .likelihoods import (LIKELIHOODS, BernoulliImage, BernoulliLikelihood, ContinuousBernoulliLikelihood,
-                          DiscretizedLogistic, GaussianLikelihood, LogisticLikelihood, NormalImage,
+                          CoupledLogisticLikelihood, CoupledLogisticRGB, DiscretizedLogistic, GaussianLikelihood, LogisticLikelihood, NormalImage,
                           bernoulli_log_prob, bits_per_dim, likelihood)
 from .iaf import IAFNormal, InverseAutoregressiveFlow
 from .posteriors import (LATENTS, DiagonalGaussian, DiagonalNormal, FactorizedBernoulli, LogitBernoulli,
@@ -22,7 +22,7 @@ from .posteriors import (LATENTS, DiagonalGaussian, DiagonalNormal, FactorizedBe
 from .priors import PRIORS, BernoulliHalf, Prior, StandardNormal, build_prior
 
 __all__ = ["LATENTS", "LIKELIHOODS", "PRIORS", "BernoulliHalf", "BernoulliImage", "BernoulliLikelihood",
-           "ContinuousBernoulliLikelihood", "DiagonalGaussian", "DiagonalNormal", "DiscretizedLogistic",
+           "ContinuousBernoulliLikelihood", "CoupledLogisticLikelihood", "CoupledLogisticRGB", "DiagonalGaussian", "DiagonalNormal", "DiscretizedLogistic",
            "FactorizedBernoulli", "GaussianLikelihood", "IAFNormal", "InverseAutoregressiveFlow",
            "LogisticLikelihood", "LogitBernoulli", "NormalImage", "PointMass", "Prior", "StandardNormal",
            "bernoulli_codes", "bernoulli_log_prob", "bits_per_dim", "build_prior", "latent_family",

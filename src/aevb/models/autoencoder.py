@@ -37,7 +37,7 @@ class Autoencoder(Model):
                            hidden=list(hidden), activation=activation, likelihood=likelihood,
                            sigma=sigma, num_classes=num_classes, code_momentum=code_momentum)
         self.code_momentum = code_momentum
-        self.likelihood = make_likelihood(likelihood, sigma)
+        self.likelihood = make_likelihood(likelihood, sigma, self.input_shape[0])
         self.encoder, self.decoder = nets.build(
             net, self.input_shape, latent_dim, latent_dim,
             self.likelihood.params_per_dim * self.input_shape[0], hidden, activation, num_classes,

@@ -72,7 +72,7 @@ class HVAE(Model):
         self.beta, self.objective_name, self.iwae_k = beta, objective, iwae_k
         self.inner_latent_dim = inner_latent_dim
         self.gaussian = DiagonalGaussian()
-        self.likelihood = make_likelihood(likelihood, sigma)
+        self.likelihood = make_likelihood(likelihood, sigma, self.input_shape[0])
         # x <-> z1: the networks of a one-layer VAE with latent z1
         self.encoder, self.decoder = nets.build(
             net, self.input_shape, 2 * inner_latent_dim, inner_latent_dim,
