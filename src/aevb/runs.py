@@ -98,12 +98,12 @@ def run_config(run) -> Config | None:
         return None
 
 
-def load_dataset(cfg: Config):
-    """The dataset a config names."""
+def load_dataset(cfg: Config, progress: bool = True):
+    """The dataset a config names (`progress`: a bar while a folder's images are read)."""
     kw = {k: getattr(cfg, k) for k in ("image_size", "channels") if getattr(cfg, k) is not None}
     try:
         return data.load(cfg.dataset, binarize=cfg.binarize, data_dir=cfg.data_dir, limit=cfg.limit,
-                         classes=cfg.classes, **kw)
+                         classes=cfg.classes, progress=progress, **kw)
     except DataError:
         raise
     except ValueError as e:  # a setting the dataset does not take (e.g. image_size for digits)
@@ -173,7 +173,7 @@ def build_model(cfg: Config, dataset):
 def train_config(cfg: Config, progress: bool = True, overwrite: bool = False, resume: bool = False):
     """Train the run a config describes (dataset, model, trainer settings) -> (Run, dataset)."""
     config_mod.advise(cfg)
-    ds = load_dataset(cfg)
+    ds = load_dataset(cfg, progress=progress is not False)
     model = build_model(cfg, ds)
     return train(model, ds, out=cfg.out, resume=resume, overwrite=overwrite, config=cfg.to_dict(),
                  progress=progress, **{k: getattr(cfg, k) for k in TRAIN_KEYS}), ds
