@@ -100,6 +100,11 @@ class NormalImage(Independent):
                            len(self.event_shape))
 
 
+def to_levels(v: Tensor, bins: int) -> Tensor:
+    """`v` clipped to [0, 1] and rounded to the nearest of `bins` levels 0, 1/(bins-1), ..., 1."""
+    return (v.clamp(0, 1) * (bins - 1)).round() / (bins - 1)
+
+
 class DiscretizedLogistic(Distribution):
     """A logistic distribution with location `loc` and scale exp(`log_scale`), discretized to
     `bins` equally spaced values 0, 1/(bins-1), ..., 1 (as in PixelCNN++ / IAF, one
@@ -136,7 +141,7 @@ class DiscretizedLogistic(Distribution):
             shape = self._extended_shape(sample_shape)
             u = torch.rand(shape, dtype=self.loc.dtype, device=self.loc.device).clamp(1e-6, 1 - 1e-6)
             x = self.loc + self.log_scale.exp() * (u.log() - (-u).log1p())
-            return (x.clamp(0, 1) * (self.bins - 1)).round() / (self.bins - 1)
+            return to_levels(x, self.bins)
 
 
 class CoupledLogisticRGB(Distribution):
@@ -182,7 +187,7 @@ class CoupledLogisticRGB(Distribution):
         return self._in_order(lambda loc, _: loc.clamp(0, 1))
 
     def mode(self) -> Tensor:
-        return self._in_order(lambda loc, _: (loc.clamp(0, 1) * (self.bins - 1)).round() / (self.bins - 1))
+        return self._in_order(lambda loc, _: to_levels(loc, self.bins))
 
     def sample(self, sample_shape=torch.Size()) -> Tensor:
         with torch.no_grad():
@@ -281,7 +286,7 @@ class LogisticLikelihood:
 
     def mode(self, p: Independent) -> Tensor:
         d = p.base_dist
-        return (d.loc.clamp(0, 1) * (d.bins - 1)).round() / (d.bins - 1)
+        return to_levels(d.loc, d.bins)
 
 
 class CoupledLogisticLikelihood(LogisticLikelihood):
