@@ -9,11 +9,22 @@ evaluate on 5,000 official training images), binarized dynamically for training 
 draw per use; pythae: `torch.bernoulli` per image in the dataset, as peers/pythae_peer.py),
 the evaluation images binarized once with aevb's fixed seed.
 
+Model selection (`--validation`, default 1000): both libraries hold out the same 1,000 of the
+10,000 fitting images (`aevb.data.hold_out`: a fixed choice, binarized once), train on the
+other 9,000, score the held-out ones after every epoch and keep the weights of the best epoch,
+each with its own machinery: aevb `train(validation=, keep_best=True)` (the model's bound
+on them, fixed noise), pythae its trainer's `eval_dataset` and best model (its loss on them).
+Within the budget, not after it: the evaluations and copies count against each. A time-
+limited run thus returns the best epoch seen, which guards against the overfitting that 10,000
+images allow (aevb's plain VAE, 222 epochs in 150 s, was past its best test ELBO).
+`--validation 0`: no selection, all 10,000 train, the last weights are scored.
+
 Each model trains in its own process for `--budget` seconds of wall clock (Adam, lr 1e-3,
 batch 100; MLP 784-400-400-20, ReLU, Bernoulli decoder; the two-layer model has Burda et
 al.'s 784-200-200-100-100-100-50 and a 10-epoch KL warm-up, without which its top layer
 collapsed in short budgets; the IAF posteriors: 2 MADE steps of 128-128, no context, in
-both libraries), stopping after the step that crosses the budget (aevb:
+both libraries; aevb's MoG-prior model, which pythae lacks, is aevb's bid for the best model:
+gated hidden units (`activation: gated`) and the IWAE bound), stopping after the step that crosses the budget (aevb:
 `aevb.train(time_limit=)`; pythae: a TrainingCallback that ends its loop), then is scored
 by aevb's estimators, the same code for every model (`aevb.evaluation.evaluate`): log p(x)
 by importance sampling with K = `--k` samples per image on `--eval-n` evaluation images, with
@@ -24,9 +35,9 @@ loss: `adapter_check` in each pythae result). aevb and pythae models alternate s
 machine's drift hits both. A model whose config the installed aevb refuses (the two-layer
 model before the hvae branch is merged) is skipped with the reason.
 
-aevb.train evaluates its dataset's test split after every epoch; it is handed 500 of the
-evaluation images for that (pythae gets no evaluation data), so that both spend the budget
-on training; aevb's per-epoch evaluation is inside its budget.
+aevb.train evaluates its dataset's test split after every epoch; it is handed 100 of the
+evaluation images for that (500 without validation), an extra cost pythae does not pay; aevb's
+per-epoch evaluation is inside its budget.
 
 Writes `--out`/quality.md (table, command, machine, date) and quality.json.
 """
@@ -48,7 +59,7 @@ REPO = HERE.parent
 DATA_DIR = REPO.parent / "shared" / "data" / "mnist"
 PYTHAE_PYTHON = os.environ.get("AEVB_PYTHAE_PYTHON", "/work/venvs/pythae/bin/python")
 SPINCOUNT = "30000"  # aevb's spin default (what the aevb command sets), for every worker alike
-EPOCH_TEST_IMAGES = 500
+EPOCH_TEST_IMAGES = {True: 100, False: 500}  # with / without a validation split
 
 MLP = {"hidden": [400, 400], "latent_dim": 20}
 #: (key, label, who, settings) in the interleaved order of a run
@@ -61,7 +72,8 @@ MODELS = [
     ("pythae-vamp", "pythae VAMP", "pythae", {"kind": "VAMP"}),
     ("aevb-iaf", "aevb IAF posterior", "aevb", {"posterior": "iaf"}),
     ("pythae-iaf", "pythae VAE_IAF", "pythae", {"kind": "VAE_IAF"}),
-    ("aevb-mog", "aevb MoG prior", "aevb", {"prior": "mog"}),
+    ("aevb-mog", "aevb MoG prior (gated, IWAE k=5)", "aevb",
+     {"prior": "mog", "activation": "gated", "objective": "iwae", "iwae_k": 5}),
     ("aevb-hvae", "aevb two-layer (IWAE k=5)", "aevb",
      {"model": "hvae", "objective": "iwae", "iwae_k": 5, "hidden": [200, 200], "latent_dim": 50,
       "inner_hidden": [100, 100], "inner_latent_dim": 100, "warmup_epochs": 10}),
@@ -116,12 +128,16 @@ def w_aevb(spec) -> dict:
         model = build_model(cfg, ds)
     except (ConfigError, ValueError, TypeError) as e:
         return {"skipped": f"this aevb refuses {settings}: {str(e).split(' (known keys')[0]}"}
-    small = dataclasses.replace(ds, test=subset(ds.test, EPOCH_TEST_IMAGES))
+    n_val = spec["validation"]
+    small = dataclasses.replace(ds, test=subset(ds.test, EPOCH_TEST_IMAGES[bool(n_val)]))
     run = train(model, small, epochs=10**6, batch_size=100, lr=1e-3, seed=0, progress=False,
-                tensorboard=False, time_limit=spec["budget"], warmup_epochs=cfg.warmup_epochs)
+                tensorboard=False, time_limit=spec["budget"], warmup_epochs=cfg.warmup_epochs,
+                validation=n_val, keep_best=bool(n_val))
     last = run.last
-    epochs = last["epoch"] - 1 + last["steps"] / math.ceil(len(ds.train) / 100) if "steps" in last else last["epoch"]
+    steps = math.ceil((len(ds.train) - n_val) / 100)
+    epochs = last["epoch"] - 1 + last["steps"] / steps if "steps" in last else last["epoch"]
     return {"epochs": epochs, "train_seconds": last["seconds"], "settings": settings,
+            "best_epoch": last.get("best_epoch"),
             "parameters": sum(p.numel() for p in model.parameters()), **_score(model, ds, spec)}
 
 
@@ -142,6 +158,7 @@ def w_pythae(spec) -> dict:
     from pythae.pipelines import TrainingPipeline
     from pythae.trainers import BaseTrainerConfig
     from pythae.trainers.training_callbacks import TrainingCallback
+    from aevb.data import hold_out
     ds = _load(spec)
     kind = spec["settings"]["kind"]
 
@@ -155,6 +172,12 @@ def w_pythae(spec) -> dict:
     class Clock(TrainingCallback):
         def __init__(self, budget):
             self.budget, self.t0, self.steps, self.seconds = budget, None, 0, 0.0
+            self.epoch, self.best, self.best_epoch = 0, math.inf, None
+
+        def on_log(self, training_config, logs, **kwargs):  # after each epoch: pythae's best-model rule
+            self.epoch += 1
+            if logs.get("eval_epoch_loss", math.inf) < self.best:
+                self.best, self.best_epoch = logs["eval_epoch_loss"], self.epoch
 
         def on_train_begin(self, training_config, **kwargs):
             self.t0 = time.perf_counter()
@@ -167,20 +190,27 @@ def w_pythae(spec) -> dict:
 
     torch.manual_seed(0)
     model = pm.build(kind, iwae_k=5, components=spec["components"], flow_steps=spec["flow_steps"])
-    clock = Clock(spec["budget"])
+    clock, n_val = Clock(spec["budget"]), spec["validation"]
+    fit, val = hold_out(ds, n_val) if n_val else (ds, None)  # the same images as aevb's
     with tempfile.TemporaryDirectory() as out:
         config = BaseTrainerConfig(output_dir=out, num_epochs=10**6, learning_rate=1e-3,
                                    per_device_train_batch_size=100, per_device_eval_batch_size=100,
-                                   optimizer_cls="Adam", keep_best_on_train=True, no_cuda=True, seed=0)
+                                   optimizer_cls="Adam", keep_best_on_train=not n_val, no_cuda=True, seed=0)
         pipeline = TrainingPipeline(model=model, training_config=config)
         try:
-            pipeline(train_data=DynamicallyBinarized(ds.train.x), callbacks=[clock])
+            pipeline(train_data=DynamicallyBinarized(fit.train.x), callbacks=[clock],
+                     eval_data=None if val is None else BaseDataset(val.x, torch.zeros(len(val))))
         except _Budget:
             pass
-    trained = pipeline.trainer.model  # the weights after the last step (not pythae's "best" copy)
+    # with validation: pythae's best epoch on the held-out images (its own copy, made when its
+    # eval loss improves); without: the weights after the last step
+    trained = getattr(pipeline.trainer, "_best_model", None) if n_val else None
+    if trained is None:
+        trained = pipeline.trainer.model
     aevb_model = pm.as_aevb(trained, kind)
-    return {"epochs": clock.steps / math.ceil(len(ds.train) / 100), "train_seconds": clock.seconds,
+    return {"epochs": clock.steps / math.ceil(len(fit.train) / 100), "train_seconds": clock.seconds,
             "pythae": pythae.__version__ if hasattr(pythae, "__version__") else "0.1.2",
+            "best_epoch": clock.best_epoch,
             "parameters": sum(p.numel() for p in trained.parameters()),
             "adapter_check": adapter_check(trained, aevb_model, kind, ds), **_score(aevb_model, ds, spec)}
 
@@ -318,7 +348,8 @@ def table(results: dict, labels: dict) -> str:
             continue
         ev = sum(r["eval_seconds"].values())
         rows.append(f"| {labels[key]} | {r['log_px']:.2f} ± {r['log_px_stderr']:.2f} | "
-                    f"{r['elbo']:.2f} ± {r['elbo_stderr']:.2f} | {r['epochs']:.1f} | "
+                    f"{r['elbo']:.2f} ± {r['elbo_stderr']:.2f} | {r['epochs']:.1f}"
+                    f"{' (best ' + str(r['best_epoch']) + ')' if r.get('best_epoch') else ''} | "
                     f"{r['train_seconds'] / max(r['epochs'], 1e-9):.2f} | {r['active_units']} / {r['latent_dim']} | "
                     f"{r['train_seconds']:.0f} | {ev:.0f} | {r['parameters']:,} |")
     return "\n".join([head, *rows])
@@ -331,7 +362,10 @@ def write_report(out: Path, args, argv, results: dict, info: dict, started: str,
     md = [f"# Log p(x) at equal training wall clock: aevb and pythae ({started})", "",
           f"Budget {args.budget:g} s of training per model; log p(x) by importance sampling, K={args.k}, "
           f"on {args.eval_n} evaluation images (standard errors over images); nats per image; "
-          "epochs reached within the budget (fractions: a last partial epoch).", "",
+          "epochs reached within the budget (fractions: a last partial epoch; the best epoch on the "
+          f"held-out images in brackets, whose weights are scored; aevb counts a last partial epoch as one). Model selection: "
+          + (f"{args.validation} of the 10,000 fitting images held out, the best epoch's weights scored "
+             "(both libraries)." if args.validation else "none; the last weights scored."), "",
           table(results, labels), "", "Targets and orderings:", "",
           *[f"- {v}" for v in verdicts(results)], "",
           "pythae adapter checks (pythae's own loss against the adapter's ELBO, 1 sample, same images):", "",
@@ -357,6 +391,8 @@ def parse(argv):
     p.add_argument("--components", type=int, default=50,
                    help="mixture components (MoG) and pseudo-inputs (VampPrior), both libraries (50: pythae's default)")
     p.add_argument("--flow-steps", type=int, default=2, help="IAF steps, both libraries (2)")
+    p.add_argument("--validation", type=int, default=1000,
+                   help="fitting images held out to keep each model's best epoch by, both libraries (1000; 0: none)")
     p.add_argument("--rows", type=int, default=2000, help="latent vectors per decoder call in the estimator")
     p.add_argument("--probe", type=int, default=None,
                    help="also time K=5000 on this many images per model, for the projected time of a "
@@ -390,6 +426,7 @@ def main(argv=None) -> int:
     for key, label, who, settings in sorted((m for m in MODELS if m[0] in chosen), key=lambda m: chosen.index(m[0])):
         spec = {"settings": settings, "budget": args.budget, "k": args.k, "eval_n": args.eval_n,
                 "components": args.components, "flow_steps": args.flow_steps, "rows": args.rows,
+                "validation": args.validation,
                 "data_dir": args.data_dir, "pythae_python": args.pythae_python, "probe": probe}
         print(f"{label}: training {args.budget:g} s, then K={args.k} on {args.eval_n} images ...", flush=True)
         r = results[key] = run_worker(who, spec, log)

@@ -74,3 +74,13 @@ def test_quality_benchmark_end_to_end(tmp_path, mnist_dir):
     assert "log_px" in hvae or "refuses" in hvae["skipped"]
     md = (tmp_path / "quality.md").read_text()
     assert "| aevb VAE | " in md and "python benchmarks/quality.py --budget 1" in md and "Projected" in md
+
+
+def test_heldout_benchmark_scores_the_held_out_images(mnist_dir):
+    r = subprocess.run([sys.executable, "benchmarks/heldout.py", '{"prior": "mog", "activation": "gated"}',
+                        "--budget", "1", "--k", "5", "--validation", "200", "--components", "3",
+                        "--data-dir", str(mnist_dir)], cwd=REPO, env=_env(), capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-3000:]
+    res = json.loads(r.stdout.splitlines()[-1])
+    assert res["images"] == 200 and res["k"] == 5 and 1 <= res["best_epoch"] <= res["epochs"]
+    assert -800 < res["heldout_elbo"] <= res["heldout_log_px"] + 5 and res["heldout_log_px"] < -50

@@ -44,15 +44,17 @@ def _restore_optimizer(opt, tensors: dict, meta: dict) -> None:
     opt.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
 
 
-def save_checkpoint(path: Path, model, opt, trainer_state: dict, rng_states=None) -> None:
+def save_checkpoint(path: Path, model, opt, trainer_state: dict, rng_states=None, best: dict | None = None) -> None:
     """Everything needed to resume, in one safetensors file written atomically. `rng_states`:
-    one RNG state per rank (default: this process's CPU RNG)."""
+    one RNG state per rank (default: this process's CPU RNG); `best`: the weights of the
+    best epoch (`train(keep_best=True)`), kept as "best.*" (what `aevb.models.load` loads)."""
     if not all(torch.isfinite(p).all() for p in model.parameters()):
         raise TrainingError("refusing to write a checkpoint with non-finite weights; "
                             f"the last good one is kept at {path}")
     opt_tensors, opt_meta = _optimizer_tensors(opt)
     tensors = {f"model.{k}": v for k, v in model.state_dict().items()}
     tensors.update(opt_tensors)
+    tensors.update({f"best.{k}": v for k, v in (best or {}).items()})
     for i, st in enumerate(rng_states or [torch.get_rng_state()]):
         tensors[f"rng.{i}"] = st
     meta = {"model_config": model.full_config(), "trainer": trainer_state, "optimizer": opt_meta}
@@ -65,7 +67,7 @@ def save_checkpoint(path: Path, model, opt, trainer_state: dict, rng_states=None
 
 def load_checkpoint(path: Path, model, opt, ctx: distributed.Context | None = None) -> dict:
     """Restore `model`, `opt` and this rank's RNG from checkpoint `path`; returns the
-    trainer state (epoch, step, sums, history, ...)."""
+    trainer state (epoch, step, sums, history, ...; "best_weights" if it holds them)."""
     ctx = ctx or distributed.Context()
     tensors, meta = load_tensors(path)
     if "trainer" not in meta:
@@ -79,7 +81,8 @@ def load_checkpoint(path: Path, model, opt, ctx: distributed.Context | None = No
     states = [tensors[k] for k in sorted((k for k in tensors if k.startswith("rng.")),
                                          key=lambda k: int(k.split(".")[1]))]
     distributed.set_rng_state(states[ctx.rank % len(states)], ctx)
-    return meta["trainer"]
+    best = {k[5:]: v for k, v in tensors.items() if k.startswith("best.")}
+    return {**meta["trainer"], **({"best_weights": best} if best else {})}
 
 
 # ----------------------------------------------------------------------------- damage checks
@@ -147,6 +150,6 @@ def _check_tensors(path, tensors: dict, params: list) -> None:
             if len(parts) != 3 or not parts[1].isdigit() or int(parts[1]) >= len(params) or (
                     v.ndim and v.shape != params[int(parts[1])].shape):
                 _damaged(path, f"{key} does not fit this model's parameters")
-        if (key.startswith(("optim.", "model.")) and v.is_floating_point()
+        if (key.startswith(("optim.", "model.", "best.")) and v.is_floating_point()
                 and not bool(torch.isfinite(v).all())):
             _damaged(path, f"{key} holds non-finite values")

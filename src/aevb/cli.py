@@ -115,6 +115,9 @@ def cmd_train(args) -> int:
     if run.stopped == "time_limit":
         print(f"stopped at the time limit ({cfg.time_limit:g} s) in epoch {run.last['epoch']}; checkpoint "
               f"saved. Continue with: aevb train --resume --out {cfg.out}")
+    elif run.stopped == "early_stopping":
+        print(f"stopped early in epoch {run.last['epoch']}: no better validation bound in {cfg.patience} "
+              f"epochs since epoch {run.last['best_epoch']}")
     elif run.stopped:
         print(f"stopped by {run.stopped}; checkpoint saved. Continue with: aevb train --resume --out {cfg.out}")
         return 128 + signal.Signals[run.stopped]  # the shell's convention: 130 SIGINT, 143 SIGTERM

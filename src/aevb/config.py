@@ -80,6 +80,9 @@ class Config:
     precision: str = "fp32"           # fp32, or bf16 / fp16 autocast (fp16 with loss scaling, for GPUs)
     compile: bool = False             # torch.compile the training step (pays off in long runs; see docs)
     time_limit: float | None = None   # seconds of training: stop after the step that crosses it (checkpoint saved; --resume continues)
+    validation: int = 0               # training images held out to choose the best epoch by (0: none)
+    keep_best: bool = False           # with validation: the run's model is its best epoch's, not its last
+    patience: int | None = None       # with validation: stop after this many epochs without a better validation bound
     threads: int | str | None = None  # CPU threads: auto (follow the load) | N (fixed); default: AEVB_THREADS or auto
 
     def to_dict(self) -> dict:
@@ -94,7 +97,7 @@ CHOICES = {
     "binarize": ("auto", "none", "static", "dynamic"),
     "model": ("vae", "autoencoder", "hvae"),
     "net": ("mlp", "conv", "resconv", "resconv_spatial"),
-    "activation": ("relu", "tanh", "elu", "gelu", "softplus", "leaky_relu", "sigmoid"),
+    "activation": ("relu", "tanh", "elu", "gelu", "softplus", "leaky_relu", "sigmoid", "gated"),
     "likelihood": ("auto", "bernoulli", "gaussian", "logistic", "logistic_rgb", "continuous_bernoulli"),
     "kl": ("analytic", "mc"),
     "latent_family": ("gaussian", "bernoulli"),
@@ -331,6 +334,8 @@ def _check(cfg: Config) -> None:
               "beta": (cfg.beta >= 0, "0 or more"), "noise": (0 <= cfg.noise <= 1, "between 0 and 1"),
               "warmup_epochs": (cfg.warmup_epochs >= 0, "0 or more"),
               "time_limit": (cfg.time_limit is None or 0 < cfg.time_limit < math.inf, "a positive number of seconds (or null)"),
+              "validation": (cfg.validation >= 0, "0 or more training images"),
+              "patience": (cfg.patience is None or cfg.patience >= 1, "1 or more epochs (or null)"),
               "seed": (0 <= cfg.seed <= MAX_SEED, f"0 to {MAX_SEED}"),
               "limit": (cfg.limit is None or cfg.limit >= 1, "1 or more (or null for all images)"),
               "classes": (cfg.classes is None or (len(cfg.classes) > 0 and all(
@@ -340,6 +345,9 @@ def _check(cfg: Config) -> None:
         if not ok:
             raise ConfigError(f"config key {key!r} has an invalid value {short(getattr(cfg, key))}; "
                               f"expected {expected}")
+    if (cfg.keep_best or cfg.patience) and not cfg.validation:
+        raise ConfigError("keep_best and patience choose epochs by held-out images: set validation too "
+                          "(e.g. --validation 1000)")
     if cfg.binarize not in ("none", "static", "dynamic"):
         raise ConfigError(f"config key 'binarize': expected none, static or dynamic, got {cfg.binarize!r}")
     if cfg.clip_grad is not None and not cfg.clip_grad > 0:

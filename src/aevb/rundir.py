@@ -53,10 +53,11 @@ PROTECTED = RUN_FILES + ("sweep.json", ".aevb-run", ".aevb-lock")
 #: the only patterns a marker may hold; any other entry is a plain name
 PATTERNS = ("tb/events.out.tfevents.*",)
 #: config keys that may differ when a run is resumed: how long, where and with what it runs
-RESUMABLE = ("epochs", "threads", "device", "out", "data_dir", "compile", "time_limit")
+RESUMABLE = ("epochs", "threads", "device", "out", "data_dir", "compile", "time_limit", "patience")
 #: the arguments of `train` recorded in config.json (and compared on resume)
 TRAINER_KEYS = ("epochs", "batch_size", "lr", "lr_schedule", "optimizer", "seed", "clip_grad", "warmup_epochs",
-                "noise", "device", "precision", "threads", "compile", "time_limit")
+                "noise", "device", "precision", "threads", "compile", "time_limit", "validation", "keep_best",
+                "patience")
 _TMP = re.compile(r"^\.(?P<name>.+)\.[a-z0-9_]{8}\.tmp$")  # tempfile.mkstemp in atomic_write
 
 

@@ -6,6 +6,7 @@
         run_epoch(loop, dataset)        one pass over the training batches, `step` on each
           step(loop, x, y)                one optimizer step (skipped if non-finite)
         evaluate_epoch(loop, test)      the test split's mean objective terms
+        validate(loop)                  the same on the held-out images; the best epoch so far
         end_epoch(loop, record, ...)    metrics.jsonl, checkpoint, TensorBoard, callbacks
 
 `train` minimizes `model.objective(x, y)["loss"]` over mini-batches sliced from an in-memory
@@ -18,7 +19,8 @@ global RNG (reparameterization noise, dynamic binarization) is saved in every ch
 Run directory:
   config.json               the resolved run config (data, model, training)
   checkpoint.safetensors    model weights, optimizer state, RNG state; model config and
-                            trainer state as JSON metadata. Written atomically every epoch.
+                            trainer state as JSON metadata (with `keep_best`, also the
+                            weights of the best epoch, "best.*"). Written atomically every epoch.
   metrics.jsonl             one JSON line per epoch (nats per example)
   tb/                       TensorBoard events
   .aevb-run, .aevb-lock     the marker and lock of aevb.rundir (what aevb may replace or delete)
@@ -40,6 +42,7 @@ from torch import nn
 
 from . import diagnostics, distributed, rundir, runtime
 from .checkpoint import TrainingError, load_checkpoint, save_checkpoint
+from .data import hold_out
 from .data.transforms import noisy_inputs
 from .objectives import objective_terms
 from .optim import OPTIMIZERS, PRECISIONS, make_optimizer
@@ -48,6 +51,8 @@ from .serialization import atomic_write
 
 #: `Run.stopped` (and a history record's "stopped") when `time_limit` ended training
 TIME_LIMIT = "time_limit"
+#: `Run.stopped` when `patience` epochs passed without a better validation objective
+EARLY_STOPPING = "early_stopping"
 __all__ = ["OPTIMIZERS", "PRECISIONS", "Run", "TrainingError", "kl_warmup", "make_optimizer", "train"]
 
 
@@ -58,7 +63,7 @@ class Run:
     model: nn.Module
     dir: Path | None
     history: list[dict] = field(default_factory=list)
-    stopped: str | None = None  # "SIGINT" / "SIGTERM" if a signal ended it early, "time_limit"
+    stopped: str | None = None  # "SIGINT" / "SIGTERM" if a signal ended it early, "time_limit", "early_stopping"
     lock: object = field(default=None, repr=False)  # the run directory's lock, held while this Run lives
 
     @property
@@ -84,6 +89,9 @@ class Options:
     compile: bool = False
     time_limit: float | None = None
     lr_schedule: str = "constant"
+    validation: int = 0
+    keep_best: bool = False
+    patience: int | None = None
 
 
 @dataclass
@@ -112,6 +120,8 @@ class Loop:
     grad_norm: object = None
     stop: object = None
     t0: float = 0.0
+    val: object = None  # the held-out Split (`validation`), or None
+    best: dict | None = None  # `keep_best`: the weights of the best epoch so far
 
 
 def kl_warmup(beta: float | None, warmup_steps: float) -> Callable[[int], float | None]:
@@ -146,7 +156,8 @@ def train(model, dataset, *, epochs: int = 10, batch_size: int = 100, lr: float 
           tensorboard: bool = True, eval_batch_size: int = 1000, max_skips: int = 100,
           device: str | None = "auto", precision: str = "fp32", threads: int | str | None = None,
           tuning: bool = True, compile: bool = False, callbacks=(), time_limit: float | None = None,
-          lr_schedule: str = "constant") -> Run:
+          lr_schedule: str = "constant", validation: int = 0, keep_best: bool = False,
+          patience: int | None = None) -> Run:
     """Train `model` on `dataset` by minimizing its objective; returns a `Run`.
 
     - `batch_size` is the global batch: under torchrun each of W ranks takes batch_size / W
@@ -157,41 +168,40 @@ def train(model, dataset, *, epochs: int = 10, batch_size: int = 100, lr: float 
       resumed run continues it exactly; one that `time_limit` ends stops part-way down).
     - `noise`: salt-and-pepper rate applied to training inputs while the clean image stays
       the target (denoising VAE); 0 disables it.
-    - Non-finite loss or gradients: the step is skipped and counted; every 10 consecutive
-      skips halve the learning rate; more than `max_skips` stops training with an error,
-      keeping the last good checkpoint.
+    - Non-finite loss or gradients: the step is skipped; every 10 in a row halve the lr;
+      more than `max_skips` stop training with an error, keeping the last good checkpoint.
     - `out`: run directory (metrics, checkpoints); None trains in memory only.
     - `device`: "auto" (CUDA if present), "cpu", "cuda:1", ...; `precision`: fp32, or bf16 /
-      fp16 autocast, weights kept in fp32 (fp16 with loss scaling; meant for GPUs, it also
-      runs on a CPU, where bf16 is the usual half precision).
-    - `threads`: "auto" (on CPU, the thread count follows the machine's load) or a fixed
-      count, for the duration of training; None: AEVB_THREADS, else auto. `tuning=False`
-      (or AEVB_NO_TUNING=1) leaves the thread count alone (`aevb.runtime.tuned`); PyTorch's
-      thread count is restored when training ends either way.
-    - `compile`: the step's forward and backward compiled by torch.compile (inductor): on
-      CPU the elementwise work of the loss, KL and reparameterization is fused into a few
-      C++ loops, ~20-25% less time per step for the MLP VAE at batch 100, after a compile of
-      ~15-25 s (cached on disk by PyTorch for later runs): worth it for runs of many
-      thousand steps (benchmarks/README.md). The values are the eager step's up to the
-      random numbers (inductor draws its own; tests/test_step_fast_paths.py checks them equal
-      with inductor's `fallback_random`).
+      fp16 autocast, weights kept in fp32 (fp16 with loss scaling, for GPUs).
+    - `threads`: "auto" (follows the machine's load) or a count, while training; None:
+      AEVB_THREADS, else auto. `tuning=False` (AEVB_NO_TUNING=1): `aevb.runtime.tuned` is off.
+    - `compile`: the step's forward and backward through torch.compile (inductor): ~20-25%
+      less time per step for the MLP VAE at batch 100 on CPU, after a compile of ~15-25 s;
+      for long runs (benchmarks/README.md). Equal to the eager step up to the random numbers.
     - `callbacks`: functions called as cb(run, record) after each epoch (on rank 0).
-    - `time_limit`: seconds of training wall clock for this call (per-epoch test evaluation
-      included); training stops after the step that crosses it, mid-epoch if need be: a
-      checkpoint is saved, `run.stopped` is "time_limit", and so is the last history
-      record's "stopped" (mid-epoch: a record of the epoch's means so far, with the "steps"
-      done, which a resumed run replaces); `resume=True` continues exactly.
-    - `progress`: True (a bar on a terminal, else one line per epoch), "lines", "both" or
-      False (see `aevb.progress`).
+    - `time_limit`: seconds of wall clock for this call (evaluations included): training stops
+      after the step that crosses it, with a checkpoint; `run.stopped` and the last record's
+      "stopped" say "time_limit" (a partial epoch's record has "steps"); `resume` continues.
+    - `validation`: hold out that many training images (`aevb.data.hold_out`) and record
+      their mean terms ("val_elbo", ...) and the best epoch so far ("best_epoch", `validate`)
+      after every epoch. `keep_best`: the model returned (and the one a run directory loads)
+      is the best epoch's; the checkpoint keeps the last weights too, for `resume`.
+      `patience`: stop ("early_stopping") after that many epochs without a better one.
+    - `progress`: True (a bar on a terminal, else lines), "lines", "both", False (`aevb.progress`).
     """
     options = Options(epochs, batch_size, lr, optimizer, seed, clip_grad, warmup_epochs, noise,
-                      eval_batch_size, max_skips, precision, compile, time_limit, lr_schedule)
+                      eval_batch_size, max_skips, precision, compile, time_limit, lr_schedule,
+                      validation, keep_best, patience)
     _check(model, dataset, options)
+    dataset, val = hold_out(dataset, validation) if validation else (dataset, None)
     with runtime.tuned(threads, enabled=tuning):
         loop = start(model, dataset, options, device, out=out, resume=resume, overwrite=overwrite,
                      config=config, progress=progress, tensorboard=tensorboard)
+        loop.val = val
         try:
             fit(loop, dataset, callbacks)
+            if loop.best is not None:
+                model.load_state_dict(loop.best)
         finally:
             loop.bar.close()
             if loop.writer is not None:
@@ -213,6 +223,11 @@ def _check(model, dataset, o: Options) -> None:
     lr_factor(o.lr_schedule, 1)  # an unknown name is refused before anything starts
     if o.time_limit is not None and not 0 < o.time_limit < math.inf:
         raise ValueError(f"time_limit must be a positive number of seconds or None, got {o.time_limit}")
+    if o.patience is not None and (isinstance(o.patience, bool) or not isinstance(o.patience, int) or o.patience < 1):
+        raise ValueError(f"patience must be a positive number of epochs or None, got {o.patience!r}")
+    if (o.keep_best or o.patience) and not o.validation:
+        raise ValueError("keep_best and patience choose epochs by a validation split: set validation "
+                         "(a number of training images to hold out), e.g. validation=1000")
 
 
 def start(model, dataset, o: Options, device, *, out, resume: bool, overwrite: bool,
@@ -264,6 +279,7 @@ def open_run_dir(loop: Loop, out, resume: bool, overwrite: bool, config: dict) -
     if resume and (run.dir / "checkpoint.safetensors").exists():
         loop.state = load_checkpoint(run.dir / "checkpoint.safetensors", model, loop.opt, ctx)
         run.history = [r for r in loop.state.pop("history") if "steps" not in r]  # a time limit's partial epoch goes
+        loop.best = loop.state.pop("best_weights", None)
         if ctx.main:
             _rewrite_metrics(run.dir, run.history)
 
@@ -280,6 +296,9 @@ def fit(loop: Loop, dataset, callbacks=()) -> None:
     early = not ctx.distributed and o.precision != "fp16"
     with _StopFlag() as loop.stop, _GradNorm(loop.parameters, early) as loop.grad_norm:
         while loop.state["epoch"] < o.epochs:
+            if _patience_spent(loop, loop.state["epoch"]):  # a resumed run that had stopped early
+                loop.run.stopped = EARLY_STOPPING
+                return
             if not run_epoch(loop, dataset):  # a signal or the time limit, mid-epoch: checkpoint and stop
                 loop.state["sums"] = loop.sums.as_dict()
                 if loop.stop.raised == TIME_LIMIT:
@@ -287,10 +306,16 @@ def fit(loop: Loop, dataset, callbacks=()) -> None:
                 checkpoint(loop)
                 loop.run.stopped = _stop_name(loop.stop.raised)
                 return
-            record = {"epoch": loop.state["epoch"] + 1, **_train_means(loop), **evaluate_epoch(loop, test)}
-            if loop.stop.raised == TIME_LIMIT:  # crossed on the epoch's last step
+            record = {"epoch": loop.state["epoch"] + 1, **_train_means(loop), **evaluate_epoch(loop, test),
+                      **validate(loop)}
+            if _patience_spent(loop, record["epoch"]):  # the run is done, whatever else happened
+                record["stopped"] = EARLY_STOPPING
+            elif loop.stop.raised == TIME_LIMIT:  # crossed on the epoch's last step
                 record["stopped"] = TIME_LIMIT
             end_epoch(loop, record, callbacks)
+            if record.get("stopped") == EARLY_STOPPING:
+                loop.run.stopped = EARLY_STOPPING
+                return
             if loop.stop.raised is not None:
                 loop.run.stopped = _stop_name(loop.stop.raised)
                 return
@@ -325,7 +350,7 @@ def _partial_record(loop: Loop, test) -> None:
     so far, the test terms, "steps" done and "stopped"; the trainer state stays mid-epoch."""
     state = loop.state
     record = {"epoch": state["epoch"] + 1, "steps": state["step"], **_train_means(loop),
-              **evaluate_epoch(loop, test), "seconds": round(time.perf_counter() - loop.t0, 3),
+              **evaluate_epoch(loop, test), **validate(loop), "seconds": round(time.perf_counter() - loop.t0, 3),
               "skipped_steps": state["skipped"], "stopped": TIME_LIMIT}
     loop.run.history.append(record)
     if loop.run.dir is not None and loop.ctx.main:
@@ -389,7 +414,7 @@ def _train_means(loop: Loop) -> dict:
     return {f"train_{k}": v / n for k, v in totals.items()}
 
 
-def evaluate_epoch(loop: Loop, test) -> dict:
+def evaluate_epoch(loop: Loop, test, prefix: str = "test") -> dict:
     """The mean over the test split of each per-example objective term ("test_elbo", ...):
     each rank evaluates its share, with the sampling noise of `seed` (the global RNG is left
     as it was), and the sums are combined over ranks."""
@@ -397,7 +422,29 @@ def evaluate_epoch(loop: Loop, test) -> dict:
     means = {k: v.mean().item() for k, v in terms.items()}
     sums = distributed.all_sum({k: v * len(test) for k, v in means.items()} | {"n": len(test)}, loop.ctx)
     n = sums.pop("n")
-    return {f"test_{k}": v / n for k, v in sums.items()}
+    return {f"{prefix}_{k}": v / n for k, v in sums.items()}
+
+
+def validate(loop: Loop) -> dict:
+    """The held-out images' mean terms ("val_elbo", ...; {} without `validation`) and
+    "best_epoch": the epoch whose bound on them (the IWAE bound if the model trains on it,
+    else the ELBO; an autoencoder's log-likelihood) is the highest so far, its weights kept
+    in `loop.best` with `keep_best`."""
+    if loop.val is None:
+        return {}
+    ctx, state = loop.ctx, loop.state
+    terms = evaluate_epoch(loop, loop.val[ctx.rank::ctx.world_size], prefix="val")
+    value = next(terms[f"val_{k}"] for k in ("iwae", "elbo", "rec") if f"val_{k}" in terms)
+    if state.get("best") is None or value > state["best"]["value"]:
+        state["best"] = {"epoch": state["epoch"] + 1, "value": value}
+        if loop.options.keep_best:
+            loop.best = {k: v.detach().clone() for k, v in loop.model.state_dict().items()}
+    return {**terms, "best_epoch": state["best"]["epoch"]}
+
+
+def _patience_spent(loop: Loop, epochs_done: int) -> bool:
+    best = loop.state.get("best")
+    return bool(loop.options.patience and best and epochs_done - best["epoch"] >= loop.options.patience)
 
 
 def end_epoch(loop: Loop, record: dict, callbacks=()) -> None:
@@ -431,7 +478,7 @@ def checkpoint(loop: Loop) -> None:
     rng = distributed.gather(distributed.rng_state(loop.ctx), loop.ctx)  # collective: every rank
     if loop.run.dir is not None and loop.ctx.main:
         save_checkpoint(loop.run.dir / "checkpoint.safetensors", loop.model, loop.opt,
-                        {**loop.state, "history": loop.run.history}, rng)
+                        {**loop.state, "history": loop.run.history}, rng, best=loop.best)
 
 
 class _Sums:

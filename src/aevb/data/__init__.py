@@ -11,6 +11,7 @@ is binarized once with a fixed seed so that test numbers are comparable).
 """
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from typing import Iterator
 
@@ -22,10 +23,11 @@ from .registry import DATASETS, available, class_names, describe, load_arrays
 from . import transforms
 from .transforms import BINARIZE, salt_and_pepper
 
-__all__ = ["Dataset", "Split", "load", "subset", "keep_classes", "DATASETS", "DataError", "DataWarning", "available",
+__all__ = ["Dataset", "Split", "load", "subset", "hold_out", "keep_classes", "DATASETS", "DataError", "DataWarning", "available",
            "class_names", "describe", "salt_and_pepper"]
 
 EVAL_BINARIZE_SEED = 1234  # the fixed seed of static binarization and of the test set
+VALIDATION_SEED = 4321  # the fixed choice of `hold_out`'s images and of their binarization
 
 
 def eval_binarization(binarize: str) -> dict | None:
@@ -128,6 +130,21 @@ def subset(split, n: int | None, seed: int = 0):
         return split
     g = torch.Generator().manual_seed(seed)
     return split[torch.randperm(len(split), generator=g)[:n].sort().values]
+
+
+def hold_out(ds: Dataset, n: int) -> tuple[Dataset, Split]:
+    """(`ds` without `n` of its training images, those `n` images): a validation split for
+    model selection, a fixed random choice (the same for every training seed, so that runs
+    are compared on the same images), kept in order. Under dynamic binarization the held-out
+    images are binarized once with a fixed seed, as the test split is."""
+    if isinstance(n, bool) or not isinstance(n, int) or not 0 < n < len(ds.train):
+        raise ValueError(f"validation must be a number of training images between 1 and {len(ds.train) - 1} "
+                         f"(dataset {ds.name!r} has {len(ds.train)}), got {n!r}")
+    order = torch.randperm(len(ds.train), generator=torch.Generator().manual_seed(VALIDATION_SEED))
+    val, rest = ds.train[order[:n].sort().values], ds.train[order[n:].sort().values]
+    if ds.binarize == "dynamic":
+        val = Split(transforms.binarize(val.x, torch.Generator().manual_seed(VALIDATION_SEED)), val.y)
+    return dataclasses.replace(ds, train=rest), val
 
 
 def keep_classes(split: Split, classes, exclude: bool = False) -> Split:

@@ -2,7 +2,7 @@
 (encoder) or from a latent vector to per-pixel parameters shaped like the input (decoder);
 layer sizes are inferred from the input shape."""
 from .conv import ConvDecoder, ConvEncoder
-from .mlp import MLPDecoder, MLPEncoder, activation
+from .mlp import WIDTH, MLPDecoder, MLPEncoder, activation
 from .resconv import ResConvDecoder, ResConvEncoder, SpatialResConvDecoder, SpatialResConvEncoder
 
 __all__ = ["MLPEncoder", "MLPDecoder", "ConvEncoder", "ConvDecoder", "ResConvEncoder", "ResConvDecoder",
@@ -21,6 +21,9 @@ def build(kind: str, input_shape, latent_params: int, latent_dim: int, out_chann
     can set its last bias (resconv), its start value per group of channels."""
     if kind not in NETS:
         raise ValueError(f"unknown network {kind!r}; choose one of {sorted(NETS)}")
+    if act in WIDTH and kind != "mlp":
+        raise ValueError(f"activation {act!r} is for net mlp (its layers are built twice as wide); "
+                         f"with net {kind} use relu, elu or gelu")
     enc, dec = NETS[kind]
     return (enc(input_shape, latent_params, hidden, act, cond_dim),
             dec(input_shape, latent_dim + cond_dim, out_channels, hidden, act,

@@ -1,6 +1,7 @@
 """Fully connected encoder / decoder (Kingma & Welling's MLPs)."""
 from __future__ import annotations
 
+import functools
 import math
 
 import torch
@@ -9,7 +10,13 @@ from torch import Tensor, nn
 from .linear import Linear, Sequential
 
 ACTIVATIONS = {"relu": nn.ReLU, "tanh": nn.Tanh, "elu": nn.ELU, "gelu": nn.GELU,
-               "softplus": nn.Softplus, "leaky_relu": nn.LeakyReLU, "sigmoid": nn.Sigmoid}
+               "softplus": nn.Softplus, "leaky_relu": nn.LeakyReLU, "sigmoid": nn.Sigmoid,
+               "gated": functools.partial(nn.GLU, dim=1)}
+#: activations that take twice their width: "gated" is h = a * sigmoid(g) for the two halves
+#: [a, g] of the layer before it (a gated linear unit, Dauphin et al. 2017; the GatedDense
+#: layers of Tomczak & Welling's VampPrior experiments), so a hidden layer of n units is a
+#: Linear to 2n outputs
+WIDTH = {"gated": 2}
 
 
 def activation(name: str) -> nn.Module:
@@ -20,11 +27,13 @@ def activation(name: str) -> nn.Module:
 
 def mlp(sizes: list[int], act: str) -> Sequential:
     """Linear layers of the given sizes with `act` between them (none after the last); a
-    Linear + ReLU pair runs as one fused layer (see `nets.linear`)."""
+    Linear + ReLU pair runs as one fused layer (see `nets.linear`). A gated activation's
+    Linear gives twice the layer's size (`WIDTH`)."""
     layers: list[nn.Module] = []
     for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:])):
-        layers.append(Linear(a, b))
-        if i < len(sizes) - 2:
+        hidden = i < len(sizes) - 2
+        layers.append(Linear(a, b * WIDTH.get(act, 1) if hidden else b))
+        if hidden:
             layers.append(activation(act))
     return Sequential(*layers)
 
