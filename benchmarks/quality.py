@@ -123,14 +123,14 @@ def w_aevb(spec) -> dict:
         settings.update(flow_steps=spec["flow_steps"], flow_hidden=[128, 128])
     try:
         cfg = make_config(dataset="mnist-offline", data_dir=spec["data_dir"], binarize="dynamic",
-                          likelihood="bernoulli", prior_components=spec["components"], **settings)
-        torch.manual_seed(0)
+                          likelihood="bernoulli", prior_components=spec["components"], seed=spec["seed"], **settings)
+        torch.manual_seed(spec["seed"])
         model = build_model(cfg, ds)
     except (ConfigError, ValueError, TypeError) as e:
         return {"skipped": f"this aevb refuses {settings}: {str(e).split(' (known keys')[0]}"}
     n_val = spec["validation"]
     small = dataclasses.replace(ds, test=subset(ds.test, EPOCH_TEST_IMAGES[bool(n_val)]))
-    run = train(model, small, epochs=10**6, batch_size=100, lr=1e-3, seed=0, progress=False,
+    run = train(model, small, epochs=10**6, batch_size=100, lr=1e-3, seed=spec["seed"], progress=False,
                 tensorboard=False, time_limit=spec["budget"], warmup_epochs=cfg.warmup_epochs,
                 validation=n_val, keep_best=bool(n_val))
     last = run.last
@@ -188,14 +188,14 @@ def w_pythae(spec) -> dict:
             if self.seconds >= self.budget:
                 raise _Budget
 
-    torch.manual_seed(0)
+    torch.manual_seed(spec["seed"])
     model = pm.build(kind, iwae_k=5, components=spec["components"], flow_steps=spec["flow_steps"])
     clock, n_val = Clock(spec["budget"]), spec["validation"]
     fit, val = hold_out(ds, n_val) if n_val else (ds, None)  # the same images as aevb's
     with tempfile.TemporaryDirectory() as out:
         config = BaseTrainerConfig(output_dir=out, num_epochs=10**6, learning_rate=1e-3,
                                    per_device_train_batch_size=100, per_device_eval_batch_size=100,
-                                   optimizer_cls="Adam", keep_best_on_train=not n_val, no_cuda=True, seed=0)
+                                   optimizer_cls="Adam", keep_best_on_train=not n_val, no_cuda=True, seed=spec["seed"])
         pipeline = TrainingPipeline(model=model, training_config=config)
         try:
             pipeline(train_data=DynamicallyBinarized(fit.train.x), callbacks=[clock],
@@ -391,6 +391,7 @@ def parse(argv):
     p.add_argument("--components", type=int, default=50,
                    help="mixture components (MoG) and pseudo-inputs (VampPrior), both libraries (50: pythae's default)")
     p.add_argument("--flow-steps", type=int, default=2, help="IAF steps, both libraries (2)")
+    p.add_argument("--seed", type=int, default=0, help="training seed of every model (0): weights, batches, noise")
     p.add_argument("--validation", type=int, default=1000,
                    help="fitting images held out to keep each model's best epoch by, both libraries (1000; 0: none)")
     p.add_argument("--rows", type=int, default=2000, help="latent vectors per decoder call in the estimator")
@@ -426,7 +427,7 @@ def main(argv=None) -> int:
     for key, label, who, settings in sorted((m for m in MODELS if m[0] in chosen), key=lambda m: chosen.index(m[0])):
         spec = {"settings": settings, "budget": args.budget, "k": args.k, "eval_n": args.eval_n,
                 "components": args.components, "flow_steps": args.flow_steps, "rows": args.rows,
-                "validation": args.validation,
+                "validation": args.validation, "seed": args.seed,
                 "data_dir": args.data_dir, "pythae_python": args.pythae_python, "probe": probe}
         print(f"{label}: training {args.budget:g} s, then K={args.k} on {args.eval_n} images ...", flush=True)
         r = results[key] = run_worker(who, spec, log)
