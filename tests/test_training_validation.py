@@ -52,7 +52,7 @@ def test_hold_out_is_a_fixed_disjoint_binarized_choice(digits):
             hold_out(digits, bad)
 
 
-def test_best_epoch_is_the_argmax_of_the_validation_bound(digits, tmp_path):
+def test_best_epoch_is_the_argmax_of_the_validation_bound(digits):
     run = fit(fresh(), digits, None, epochs=5, validation=300)
     vals = [r["val_elbo"] for r in run.history]
     assert all(k in r for r in run.history for k in ("val_elbo", "val_rec", "val_kl", "best_epoch"))
