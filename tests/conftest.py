@@ -33,3 +33,15 @@ def _one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(n)
+
+
+@pytest.fixture(params=["0", "1"], ids=["mkl", "onednn"])
+def kernel(request, monkeypatch):
+    """Each Linear kernel in turn: AEVB_ONEDNN=0 (F.linear) or 1 (oneDNN, no measurement)."""
+    import aevb.nets.linear as L
+    monkeypatch.setenv("AEVB_ONEDNN", request.param)
+    monkeypatch.setattr(L, "_OK", None)
+    monkeypatch.setattr(L, "_CHOICE", {})
+    if request.param == "1" and not L.onednn_ok():
+        pytest.skip("oneDNN's linear is not available in this torch build")
+    return request.param

@@ -19,7 +19,7 @@ LAYERS = [
     {"serialization", "runtime", "distributed", "optim", "config", "diagnostics"},
     {"data"},
     {"nets", "distributions"},
-    {"objectives"},
+    {"objectives", "fused"},
     {"models"},
     {"checkpoint", "progress", "rundir", "training"},
     {"evaluation", "samplers", "anomaly", "imputation", "plots", "runs", "report", "sweep", "quality"},

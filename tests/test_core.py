@@ -235,18 +235,6 @@ def test_elbo_terms_are_deterministic_and_leave_global_rng_alone():
     assert a["elbo"] == pytest.approx(a["rec"] - a["kl"], abs=1e-3)
 
 
-@pytest.fixture(params=["0", "1"], ids=["mkl", "onednn"])
-def kernel(request, monkeypatch):
-    """Each Linear kernel in turn: AEVB_ONEDNN=0 (F.linear) or 1 (oneDNN, no measurement)."""
-    import aevb.nets.linear as L
-    monkeypatch.setenv("AEVB_ONEDNN", request.param)
-    monkeypatch.setattr(L, "_OK", None)
-    monkeypatch.setattr(L, "_CHOICE", {})
-    if request.param == "1" and not L.onednn_ok():
-        pytest.skip("oneDNN's linear is not available in this torch build")
-    return request.param
-
-
 def test_onednn_linear_matches_torch_linear_forward_and_backward(kernel):
     from aevb.nets.linear import Linear
     layer, ref = Linear(50, 30), torch.nn.Linear(50, 30)

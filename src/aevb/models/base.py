@@ -110,6 +110,13 @@ class Model(nn.Module):
         """The objective, so that wrappers such as DistributedDataParallel see the computation."""
         return self.objective(x, y, **kw)
 
+    def fused_step(self):
+        """A function step(x, target, beta) computing the terms of `objective` and adding the
+        loss's gradients to the parameters' `.grad` without autograd (`aevb.fused`), where
+        this model has one; None (the default) where it trains through `objective` and
+        backward."""
+        return None
+
     def latent_distribution(self) -> Distribution:
         """The distribution `sample` draws codes from: the prior p(z) (an autoencoder: a
         Gaussian fitted to its training codes)."""

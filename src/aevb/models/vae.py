@@ -23,7 +23,7 @@ import math
 import torch
 from torch import Tensor
 
-from .. import nets
+from .. import fused, nets
 from ..distributions import LATENTS, InverseAutoregressiveFlow, bits_per_dim, build_prior
 from ..distributions import latent_family as make_latent_family
 from ..distributions import likelihood as make_likelihood
@@ -158,6 +158,31 @@ class VAE(Model):
                                         self.likelihood.bpd_offset)
         return terms
 
+    def fused_step(self):
+        """`aevb.fused.FusedELBO`'s step for the plain MLP VAE (ReLU, diagonal Gaussian
+        posterior, standard normal prior, analytic KL, Bernoulli pixels, ELBO, no labels);
+        None where `objective`, `encode` or `decode` is not VAE's own (a subclass, a patch),
+        or where hooks are registered (the fused step would bypass them)."""
+        if any(getattr(type(self), name) is not f for name, f in _FUSED_WRITES_OUT.items()):
+            return None
+        return self.fused_elbo_step()
+
+    def fused_elbo_step(self):
+        """The fused step where the settings allow it, whatever the class: for a subclass whose
+        training steps are the VAE's own (its `fused_step` may return this)."""
+        c = self.config
+        if (c["latent_family"], c["posterior"], c["prior"], c["likelihood"], c["objective"], c["num_classes"],
+                self.kl_method) != ("gaussian", "diagonal", "standard_normal", "bernoulli", "elbo", 0, "analytic"):
+            return None
+        if c["net"] != "mlp" or not fused.enabled() or fused.hooked(self):
+            return None
+        encoder, decoder = fused.relu_layers(self.encoder.net), fused.relu_layers(self.decoder.net)
+        if encoder is None or decoder is None:
+            return None
+        f = fused.FusedELBO(encoder, decoder, self.latent_dim)
+        return lambda x, target=None, beta=None, on_grad=None: f.step(
+            x, target, self.beta if beta is None else beta, on_grad)
+
     def _reinforce(self, x, y, target, beta: float) -> dict:
         """Score-function training of a discrete latent: decoder by backprop, encoder by
         (signal - baseline) * grad log q, the baseline's net by squared error."""
@@ -175,6 +200,11 @@ class VAE(Model):
                 self.baseline.update(signal)
         terms["loss"] = loss
         return terms
+
+
+#: the methods whose computation the fused step writes out: a subclass or a patch that
+#: replaces one of them trains through autograd
+_FUSED_WRITES_OUT = {name: getattr(VAE, name) for name in ("objective", "encode", "decode")}
 
 
 def _posterior_family(latent_family: str, posterior: str, latent_dim: int, flow_steps, flow_hidden,

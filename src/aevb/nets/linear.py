@@ -86,10 +86,30 @@ def _mm(a: Tensor, w: Tensor, b: Tensor | None = None) -> Tensor:
     return torch.ops.mkldnn._linear_pointwise(a, w, b, "none", [], "")
 
 
+def affine(x: Tensor, w: Tensor, b: Tensor | None, onednn: bool, out: Tensor | None = None) -> Tensor:
+    """x W^T + b, in oneDNN or through torch.addmm (torch.mm without a bias); `out`: write
+    the result there (the torch.mm kernels only; oneDNN returns a new tensor)."""
+    if onednn:
+        return _mm(x, w, b)
+    if b is None:
+        return torch.mm(x, w.t(), out=out)
+    return torch.addmm(b, x, w.t(), out=out)
+
+
+def weight_grad(g: Tensor, x: Tensor, onednn: bool, out: Tensor | None = None) -> Tensor:
+    """g^T x; oneDNN reads the transposed operands through their strides (no copies)."""
+    return _mm(g.t(), x.t()) if onednn else torch.mm(g.t(), x, out=out)
+
+
+def input_grad(g: Tensor, w: Tensor, onednn: bool, out: Tensor | None = None) -> Tensor:
+    """g W."""
+    return _mm(g, w.t()) if onednn else torch.mm(g, w, out=out)
+
+
 class _OneDNNLinear(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, weight, bias, relu=False):
-        y = _mm(x.contiguous(), weight, bias)
+        y = affine(x.contiguous(), weight, bias, onednn=True)
         if relu:  # in place; not oneDNN's relu post-op, which turns NaN into 0 and would hide it
             y.relu_()
         ctx.save_for_backward(x, weight, y if relu else None)
@@ -100,9 +120,8 @@ class _OneDNNLinear(torch.autograd.Function):
     def backward(ctx, g):
         x, weight, y = ctx.saved_tensors
         g = (g if y is None else torch.ops.aten.threshold_backward(g, y, 0)).contiguous()
-        # oneDNN reads the transposed operands through their strides: no copies
-        gx = _mm(g, weight.t()) if ctx.needs_input_grad[0] else None
-        gw = _mm(g.t(), x.t()) if ctx.needs_input_grad[1] else None
+        gx = input_grad(g, weight, onednn=True) if ctx.needs_input_grad[0] else None
+        gw = weight_grad(g, x, onednn=True) if ctx.needs_input_grad[1] else None
         gb = g.sum(0) if ctx.has_bias and ctx.needs_input_grad[2] else None
         return gx, gw, gb, None
 
@@ -111,12 +130,16 @@ class Linear(nn.Linear):
     """nn.Linear, computed by oneDNN for 2-D float32 CPU inputs where that is faster (see the
     module docstring)."""
 
-    def forward(self, x: Tensor, relu: bool = False) -> Tensor:
-        """x W^T + b, or relu(x W^T + b) with `relu`."""
-        if (x.dim() == 2 and x.dtype == torch.float32 and x.device.type == "cpu"
+    def onednn_for(self, x: Tensor) -> bool:
+        """Whether oneDNN computes this layer's products for input `x`."""
+        return (x.dim() == 2 and x.dtype == torch.float32 and x.device.type == "cpu"
                 and self.weight.dtype == torch.float32
                 and not torch.is_autocast_enabled("cpu") and not torch.compiler.is_compiling()
-                and use_onednn(x.shape[0], self.in_features, self.out_features)):
+                and use_onednn(x.shape[0], self.in_features, self.out_features))
+
+    def forward(self, x: Tensor, relu: bool = False) -> Tensor:
+        """x W^T + b, or relu(x W^T + b) with `relu`."""
+        if self.onednn_for(x):
             return _OneDNNLinear.apply(x, self.weight, self.bias, relu)
         y = F.linear(x, self.weight, self.bias)
         return F.relu(y) if relu else y
