@@ -142,7 +142,7 @@ class Linear(nn.Linear):
         if self.onednn_for(x):
             return _OneDNNLinear.apply(x, self.weight, self.bias, relu)
         y = F.linear(x, self.weight, self.bias)
-        return F.relu(y) if relu else y
+        return y.relu_() if relu else y  # in place: y is ours, and addmm's backward does not need it
 
 
 class Sequential(nn.Sequential):
