@@ -1,11 +1,16 @@
 """The training step's fast paths against the plain computation: LeanAdam's short step against
 torch.optim.Adam / AdamW (fused), bit for bit; the stacked epoch sums against plain sums."""
 import copy
+import subprocess
+import sys
 
 import pytest
 import torch
 
+from aevb import config as config_mod
+from aevb import data
 from aevb.optim import LeanAdam, make_optimizer
+from aevb.runs import _size_bound, build_model
 
 
 def _params(seed=0):
@@ -107,3 +112,40 @@ def test_compiled_step_equals_the_eager_step():
         assert a["train_elbo"] == pytest.approx(b["train_elbo"], rel=1e-4)
     for p, q in zip(eager.model.parameters(), comp.model.parameters()):
         torch.testing.assert_close(p, q, rtol=1e-3, atol=1e-4)
+
+
+def test_training_does_not_import_torch_dynamo(tmp_path):
+    """torch's optimizers import torch._dynamo (~1 s) on the first call of their wrapped
+    methods; LeanAdam calls them unwrapped. A fresh process trains, checkpoints, resumes and
+    evaluates without importing it."""
+    code = f"""
+import sys
+from aevb import VAE, data, train
+ds = data.load("digits", binarize="dynamic", limit=200)
+for epochs, resume in ((1, False), (2, True)):
+    train(VAE.mlp(ds.shape, latent_dim=2, hidden=(8,)), ds, epochs=epochs, out={str(tmp_path / 'r')!r},
+          resume=resume, progress=False, tensorboard=False)
+print("torch._dynamo" in sys.modules)
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip().splitlines()[-1] == "False"
+
+
+@pytest.mark.parametrize("settings", [
+    dict(model="vae", net="mlp", hidden=[400, 400]), dict(model="vae", net="conv", hidden=[32, 64]),
+    dict(model="vae", net="resconv", hidden=[16, 32]), dict(model="vae", prior="vamp", prior_components=50),
+    dict(model="vae", prior="mog", prior_components=50), dict(model="vae", posterior="iaf", flow_steps=3),
+    dict(model="hvae", hidden=[200, 200]), dict(model="autoencoder", net="conv", hidden=[32, 64]),
+    dict(model="vae", conditional=True, activation="gated")])
+def test_the_size_bound_that_spares_the_meta_build_is_above_the_real_count(settings):
+    """runs._size_bound decides when a model surely fits in memory without building it on the
+    meta device: it must never be below the real parameter count."""
+    ds = data.load("digits", binarize="static", limit=100) if settings.get("net") != "resconv" else \
+        data.Dataset("grey", data.Split(torch.rand(10, 3, 32, 32)), data.Split(torch.rand(4, 3, 32, 32)))
+    cfg = config_mod.make_config(None, dataset="digits", latent_dim=6, **settings)
+    model = build_model(cfg, ds)
+    kw = dict(input_shape=ds.shape, num_classes=ds.num_classes if cfg.conditional else 0,
+              **{k: getattr(cfg, k) for k in type(model).settings})
+    n = sum(p.numel() for p in model.parameters())
+    assert n <= _size_bound(kw), (n, _size_bound(kw))

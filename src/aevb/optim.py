@@ -23,6 +23,15 @@ def make_optimizer(name: str, params, lr: float) -> torch.optim.Optimizer:
     return OPTIMIZERS[name](params, lr=lr, foreach=True)
 
 
+def _undecorated(method):
+    """torch's own implementation of an optimizer method without its torch._dynamo wrapper
+    (`torch._disable_dynamo`, `_use_grad_for_differentiable`), which imports torch._dynamo on
+    its first call: ~1 s before the first training step of every process (benchmarks/
+    README.md). The wrapper only matters where torch.compile traces the optimizer, and aevb
+    never compiles its optimizer step."""
+    return getattr(method, "__wrapped__", method)
+
+
 class LeanAdam(torch.optim.Adam):
     """torch.optim.Adam(fused=True) whose step skips the Python around the fused kernel.
 
@@ -35,7 +44,13 @@ class LeanAdam(torch.optim.Adam):
     `_fused_adamw_`) on tensor lists kept from the last step. Anything else (a closure,
     grad scaling, a parameter without a gradient, amsgrad, several devices or dtypes, a
     changed state) takes the plain path. The state and checkpoints are torch's own; a test
-    checks that both paths give the same parameters bit for bit."""
+    checks that both paths give the same parameters bit for bit. The methods torch wraps
+    for torch.compile are called unwrapped (`_undecorated`): training with LeanAdam does
+    not import torch._dynamo."""
+
+    add_param_group = _undecorated(torch.optim.Optimizer.add_param_group)
+    zero_grad = _undecorated(torch.optim.Optimizer.zero_grad)
+    state_dict = _undecorated(torch.optim.Optimizer.state_dict)
 
     def __init__(self, params, lr: float = 1e-3, decoupled: bool = False, **kw):
         super().__init__(params, lr=lr, fused=True, decoupled_weight_decay=decoupled, **kw)
@@ -66,7 +81,7 @@ class LeanAdam(torch.optim.Adam):
         grads = None if self._lists is None else [p.grad for p in self._lists[1]]
         if grads is None or any(gr is None for gr in grads):
             self._lists = None
-            return super().step()
+            return _undecorated(torch.optim.Adam.step)(self)
         g, params, exp_avgs, exp_avg_sqs, steps = self._lists
         torch._foreach_add_(steps, 1)
         kernel = torch._fused_adamw_ if g["decoupled_weight_decay"] else torch._fused_adam_
@@ -77,4 +92,4 @@ class LeanAdam(torch.optim.Adam):
 
     def load_state_dict(self, state_dict):
         self._lists = None
-        super().load_state_dict(state_dict)
+        _undecorated(torch.optim.Optimizer.load_state_dict)(self, state_dict)

@@ -13,6 +13,7 @@ A model takes the config keys its class declares (`Model.settings`); training ta
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -185,16 +186,34 @@ def _check_memory(cls, kw: dict) -> None:
     would not fit in the memory available now: counted on the meta device, where nothing is
     allocated, so that sizes such as hidden: [100000000] fail at once instead of swapping."""
     import torch
+    available = _available_memory()
+    if available and 16 * _size_bound(kw) < available // 2:
+        return  # surely fits: spare the meta build (its first run imports torch._dynamo, ~1 s)
     try:
         with torch.device("meta"):
             n = sum(p.numel() for p in cls(**kw).parameters())
     except Exception:  # noqa: BLE001 - the real build reports what is wrong
         return
-    available = _available_memory()
     if available and 16 * n > available:
         raise ConfigError(f"this model has {n:,} parameters and needs about {16 * n / 2**30:.1f} GiB "
                           f"for training, more than the {available / 2**30:.1f} GiB of memory available; "
                           "use smaller hidden or latent_dim")
+
+
+def _size_bound(kw: dict) -> float:
+    """A generous bound on the parameter count of a model from its settings: each of aevb's
+    layers maps between two of the sizes (pixels, hidden units or channels, latent units,
+    flow units) with a kernel of at most 4 x 4, no pair of sizes serves more than four
+    layers (64 (sum of sizes)^2, per flow step), and a prior adds K components of at most
+    pixels + 2 latent numbers. Infinite where a setting is not a plain size."""
+    try:
+        sizes = [math.prod(kw["input_shape"]), kw.get("latent_dim", 0), kw.get("num_classes", 0),
+                 kw.get("inner_latent_dim", 0), *kw.get("hidden", ()), *kw.get("inner_hidden", ()),
+                 *kw.get("flow_hidden", ())]
+        steps = kw.get("flow_steps", 1) if kw.get("posterior") == "iaf" else 1
+        return 64.0 * sum(sizes) ** 2 * max(1, steps) + kw.get("prior_components", 0) * (sizes[0] + 2 * sizes[1])
+    except (TypeError, ValueError, KeyError):
+        return math.inf
 
 
 def _available_memory() -> int | None:
