@@ -266,13 +266,13 @@ def log_px_estimate(model, x: Tensor, y: Tensor | None = None, samples: int = 50
 def objective_terms(model, x: Tensor, y: Tensor | None = None, batch_size: int = 1000,
                     seed: int = 0) -> dict[str, Tensor]:
     """Every per-example term of `model.objective` (elbo, rec, kl, ...) for all of `x`, each
-    (N,) in float64, in eval mode, in batches of `batch_size`, with the sampling noise drawn
+    (N,) in float64, in eval mode and without autograd, in batches of `batch_size`, with the sampling noise drawn
     from `seed` (so that repeated evaluations agree; the global RNG is left as it was)."""
     was_training = model.training
     model.eval()
     parts: dict[str, list[Tensor]] = {}
     try:
-        with torch.random.fork_rng(devices=[]):
+        with torch.random.fork_rng(devices=[]), torch.no_grad():
             torch.manual_seed(seed)
             for i in range(0, x.shape[0], batch_size):
                 adapt_threads()
