@@ -57,6 +57,13 @@ def test_fused_bernoulli_log_prob_matches_torch_in_value_and_gradient():
     assert torch.allclose(BernoulliImage(logits, 3).log_prob(one),
                           Independent(Bernoulli(logits=logits, validate_args=False), 3).log_prob(one), atol=1e-10)
     assert BernoulliImage(logits[0, :1], 3).expand((5, 1)).log_prob(x[0, :1]).shape == (5, 1)
+    # several rows per image (the IWAE's and log p(x)'s k samples): the bmm form, same numbers
+    rows, img = logits.transpose(0, 1), x[0].unsqueeze(1)  # (2, 3, 1, 4, 4) against (2, 1, 1, 4, 4)
+    fused, g_fused = _value_and_grads(lambda lg: BernoulliImage(lg, 3).log_prob(img), rows)
+    ref, g_ref = _value_and_grads(lambda lg: Independent(Bernoulli(logits=lg, validate_args=False), 3).log_prob(
+        img.expand_as(lg)), rows)
+    assert fused.shape == (2, 3) and torch.allclose(fused, ref, atol=1e-10)
+    assert torch.allclose(g_fused[0], g_ref[0], atol=1e-12)
 
 
 def test_diagonal_normal_kl_matches_torch_in_value_and_gradient():
