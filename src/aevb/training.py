@@ -176,10 +176,9 @@ def train(model, dataset, *, epochs: int = 10, batch_size: int = 100, lr: float 
       fp16 autocast, weights kept in fp32 (fp16 with loss scaling, for GPUs).
     - `threads`: "auto" (follows the machine's load) or a count, while training; None:
       AEVB_THREADS, else auto. `tuning=False` (AEVB_NO_TUNING=1): `aevb.runtime.tuned` is off.
-    - `compile`: the step's forward and backward through torch.compile (inductor), after a
-      compile of ~15-25 s: ~20-25% less time per step than autograd for the MLP VAE at batch
-      100 on CPU, about as fast as the default model's fused step (which it replaces);
-      for long runs (benchmarks/README.md). Equal to the eager step up to the random numbers.
+    - `compile`: forward and backward through torch.compile (after ~15-25 s): ~20-25% faster
+      than autograd for the MLP VAE at batch 100 on CPU, as fast as its fused step (which it
+      replaces; benchmarks/README.md). Equal to the eager step up to the random numbers.
     - `callbacks`: functions called as cb(run, record) after each epoch (on rank 0).
     - `time_limit`: seconds of wall clock for this call (evaluations included): training stops
       after the step that crosses it, with a checkpoint; `run.stopped` and the last record's
