@@ -22,8 +22,8 @@ images allow (aevb's plain VAE, 222 epochs in 150 s, was past its best test ELBO
 Each model trains in its own process for `--budget` seconds of wall clock (Adam, lr 1e-3,
 batch 100; MLP 784-400-400-20, ReLU, Bernoulli decoder; the two-layer model has Burda et
 al.'s 784-200-200-100-100-100-50 and a 100-epoch KL warm-up, chosen on held-out images
-(benchmarks/heldout.py; with 10 epochs its top layer kept 3 of 50 units); the IAF posteriors: 2 MADE steps of 128-128, no context, in
-both libraries; aevb's MoG-prior model, which pythae lacks, is aevb's bid for the best model:
+(benchmarks/heldout.py; with 10 epochs its top layer kept 3 of 50 units); the IAF
+posteriors: 2 MADE steps of 128-128, no context, in both libraries; aevb's MoG-prior model, which pythae lacks, is aevb's bid for the best model:
 gated hidden units (`activation: gated`) and the IWAE bound), stopping after the step that crosses the budget (aevb:
 `aevb.train(time_limit=)`; pythae: a TrainingCallback that ends its loop), then is scored
 by aevb's estimators, the same code for every model (`aevb.evaluation.evaluate`): log p(x)

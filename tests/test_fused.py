@@ -141,17 +141,21 @@ def test_a_training_run_equals_the_autograd_run(monkeypatch, kw):
         assert torch.allclose(a, b, atol=1e-4)
 
 
+def _loop(model, ds, precision):
+    """The training loop `aevb.train` would run (batch 50, one epoch), before its first step."""
+    o = training.Options(1, 50, 1e-3, "adam", 0, None, 0.0, 0.0, 1000, 100, precision, False, None,
+                         "constant", 0, False, None)
+    return training.start(model, ds, o, "cpu", out=None, resume=False, overwrite=False, config=None,
+                          progress=False, tensorboard=False)
+
+
 def test_the_loop_uses_it_only_where_it_applies(monkeypatch):
     """fp32 outside torch.compile: the model's fused step; bf16 autocast: autograd."""
     ds = data.load("digits", binarize="static")
     model = VAE.mlp(ds.shape, latent_dim=2, hidden=(8,))
     used = []
     for precision in ("fp32", "bf16"):
-        o = training.Options(1, 50, 1e-3, "adam", 0, None, 0.0, 0.0, 1000, 100, precision, False, None,
-                             "constant", 0, False, None)
-        loop = training.start(model, ds, o, "cpu", out=None, resume=False, overwrite=False, config=None,
-                              progress=False, tensorboard=False)
-        used.append(loop.fused is not None)
+        used.append(_loop(model, ds, precision).fused is not None)
     assert used == [True, False]
 
 
@@ -164,10 +168,7 @@ def test_a_non_finite_step_is_skipped():
     with torch.no_grad():
         model.decoder.net[0].weight[0, 0] = math.nan
     before = [p.detach().clone() for p in model.parameters()]
-    o = training.Options(1, 50, 1e-3, "adam", 0, None, 0.0, 0.0, 1000, 100, "fp32", False, None,
-                         "constant", 0, False, None)
-    loop = training.start(model, ds, o, "cpu", out=None, resume=False, overwrite=False, config=None,
-                          progress=False, tensorboard=False)
+    loop = _loop(model, ds, "fp32")
     assert loop.fused is not None
     with training._GradNorm(loop.parameters, True) as loop.grad_norm:
         x, y = next(ds.batches(50, torch.Generator().manual_seed(0)))

@@ -59,18 +59,27 @@ def test_resume_equals_uninterrupted_training(digits, tmp_path):
     assert (tmp_path / "split" / "metrics.jsonl").read_text().count("\n") == 4
 
 
-def signal_at(monkeypatch, at: int, sig):
-    """Training sends itself `sig` before its step `at` (counted over training steps); the
-    model stays the plain VAE, so the step is the one an uninterrupted run takes."""
+def before_each_step(monkeypatch, action):
+    """Calls `action()` before every training step. The model stays the plain VAE, so the
+    steps are those an unpatched run takes."""
     from aevb import training
-    real, calls = training.step, [0]
+    real = training.step
 
     def step(loop, x, y):
+        action()
+        return real(loop, x, y)
+    monkeypatch.setattr(training, "step", step)
+
+
+def signal_at(monkeypatch, at: int, sig):
+    """Training sends itself `sig` before its step `at` (counted over training steps)."""
+    calls = [0]
+
+    def action():
         if calls[0] == at:
             os.kill(os.getpid(), sig)
         calls[0] += 1
-        return real(loop, x, y)
-    monkeypatch.setattr(training, "step", step)
+    before_each_step(monkeypatch, action)
 
 
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])

@@ -12,7 +12,7 @@ from aevb import data, training
 from aevb.cli import main
 from aevb.config import ConfigError, make_config
 from aevb.serialization import load_tensors
-from test_training_reliability import assert_same, fit, fresh
+from test_training_reliability import assert_same, before_each_step, fit, fresh
 
 
 @pytest.fixture(scope="module")
@@ -28,12 +28,7 @@ def fake_clock(monkeypatch):
     """training.time.perf_counter reads a fake clock that each training step advances by one
     second (the model stays the plain VAE, so the step is the one a real run takes)."""
     CLOCK[0] = 0.0
-    real = training.step
-
-    def step(loop, x, y):
-        CLOCK[0] += 1.0
-        return real(loop, x, y)
-    monkeypatch.setattr(training, "step", step)
+    before_each_step(monkeypatch, lambda: CLOCK.__setitem__(0, CLOCK[0] + 1.0))
     monkeypatch.setattr(training, "time", types.SimpleNamespace(perf_counter=lambda: CLOCK[0]))
 
 

@@ -111,25 +111,26 @@ class FusedELBO:
         self.backward("enc", self.encoder, enc_in, g, False, on_grad)
         return {"elbo": rec - kl, "rec": rec, "kl": kl, "loss": (beta * kl - rec).mean()}
 
-    def forward(self, name: str, layers: list[Linear], h: Tensor) -> tuple[Tensor, list[Tensor]]:
-        """The output of the layers (ReLU between them) and each layer's input."""
+    def forward(self, name: str, layers: list[Linear], h: Tensor) -> tuple[Tensor, list[tuple[Tensor, bool]]]:
+        """The output of the layers (ReLU between them) and, per layer, its input and whether
+        oneDNN computes its products (the backward pass uses the same kernel)."""
         inputs = []
         for i, layer in enumerate(layers):
-            inputs.append(h)
+            onednn = layer.onednn_for(h)
+            inputs.append((h, onednn))
             out = self.buffer(f"{name}{i}", (h.shape[0], layer.out_features), h)
-            h = affine(h, layer.weight, layer.bias, layer.onednn_for(h), out=out)
+            h = affine(h, layer.weight, layer.bias, onednn, out=out)
             if i < len(layers) - 1:
                 h.relu_()
         return h, inputs
 
-    def backward(self, name: str, layers: list[Linear], inputs: list[Tensor], g: Tensor,
+    def backward(self, name: str, layers: list[Linear], inputs: list[tuple[Tensor, bool]], g: Tensor,
                  input_grad_wanted: bool, on_grad=None) -> Tensor | None:
         """Write the gradients of the layers' parameters, given g = dL/d(output), into their
         `.grad`, calling `on_grad(parameter)` after each (as autograd calls a parameter's
         post-accumulate-grad hooks); returns dL/d(input of the first layer) if wanted."""
         for i in reversed(range(len(layers))):
-            layer, h = layers[i], inputs[i]
-            onednn = layer.onednn_for(h)
+            layer, (h, onednn) = layers[i], inputs[i]
             _set_grad(layer.weight, weight_grad(g, h, onednn, out=layer.weight.grad), on_grad)
             _set_grad(layer.bias, torch.sum(g, 0, out=layer.bias.grad), on_grad)
             if i == 0 and not input_grad_wanted:

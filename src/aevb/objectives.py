@@ -266,8 +266,9 @@ def log_px_estimate(model, x: Tensor, y: Tensor | None = None, samples: int = 50
 def objective_terms(model, x: Tensor, y: Tensor | None = None, batch_size: int = 1000,
                     seed: int = 0) -> dict[str, Tensor]:
     """Every per-example term of `model.objective` (elbo, rec, kl, ...) for all of `x`, each
-    (N,) in float64, in eval mode and without autograd, in batches of `batch_size`, with the sampling noise drawn
-    from `seed` (so that repeated evaluations agree; the global RNG is left as it was)."""
+    (N,) in float64, in eval mode and without autograd, in batches of `batch_size`, with the
+    sampling noise drawn from `seed` (so that repeated evaluations agree; the global RNG is
+    left as it was)."""
     was_training = model.training
     model.eval()
     parts: dict[str, list[Tensor]] = {}

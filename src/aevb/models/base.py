@@ -111,10 +111,10 @@ class Model(nn.Module):
         return self.objective(x, y, **kw)
 
     def fused_step(self):
-        """A function step(x, target, beta) computing the terms of `objective` and adding the
-        loss's gradients to the parameters' `.grad` without autograd (`aevb.fused`), where
-        this model has one; None (the default) where it trains through `objective` and
-        backward."""
+        """A function step(x, target=None, beta=None, on_grad=None) computing the terms of
+        `objective` and writing the loss's gradients into the parameters' `.grad` (replacing
+        them, as zero_grad and backward would) without autograd (`aevb.fused`), where this
+        model has one; None (the default) where it trains through `objective` and backward."""
         return None
 
     def latent_distribution(self) -> Distribution:
