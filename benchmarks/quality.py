@@ -251,6 +251,16 @@ def machine() -> dict:
     return info
 
 
+def _cap_memory(gb: float) -> None:
+    """In the worker, before it starts: its address space capped at `gb` GiB, so that a worker
+    that runs away (pythae's seed-1 VAE once reached 24 GB and the kernel's OOM killer) ends
+    with a MemoryError and its traceback in the log instead of taking the machine down."""
+    import resource
+    if gb > 0:
+        cap = int(gb * 2**30)
+        resource.setrlimit(resource.RLIMIT_AS, (cap, cap))
+
+
 def run_worker(who: str, spec: dict, log: Path) -> dict:
     py = sys.executable if who == "aevb" else spec["pythae_python"]
     if not Path(py).exists():
@@ -262,8 +272,9 @@ def run_worker(who: str, spec: dict, log: Path) -> dict:
     with open(log, "a") as f:
         f.write(f"\n=== {who} {json.dumps(spec)}\n")
         f.flush()
-        p = subprocess.run([py, __file__, "--worker", who, "--spec", json.dumps(spec)], env=env,
-                           stdout=subprocess.PIPE, stderr=f, text=True)
+        p = subprocess.run([py, "-X", "faulthandler", __file__, "--worker", who, "--spec", json.dumps(spec)],
+                           env=env, stdout=subprocess.PIPE, stderr=f, text=True,
+                           preexec_fn=lambda: _cap_memory(spec["memory_gb"]))
     lines = [x for x in p.stdout.splitlines() if x.startswith("{")]
     if p.returncode or not lines:
         return {"error": f"worker exited with {p.returncode}; see {log}"}
@@ -398,6 +409,8 @@ def parse(argv):
     p.add_argument("--probe", type=int, default=None,
                    help="also time K=5000 on this many images per model, for the projected time of a "
                         "full run (default: 10 when --k or --eval-n is below 5000, else 0)")
+    p.add_argument("--memory-gb", type=float, default=12.0,
+                   help="address-space cap of each worker in GiB (12; 0: none): a runaway worker fails, not the machine")
     p.add_argument("--data-dir", default=str(DATA_DIR))
     p.add_argument("--pythae-python", default=PYTHAE_PYTHON)
     p.add_argument("--out", default=str(HERE / "results"), help="folder for quality.md and quality.json")
@@ -427,7 +440,7 @@ def main(argv=None) -> int:
     for key, label, who, settings in sorted((m for m in MODELS if m[0] in chosen), key=lambda m: chosen.index(m[0])):
         spec = {"settings": settings, "budget": args.budget, "k": args.k, "eval_n": args.eval_n,
                 "components": args.components, "flow_steps": args.flow_steps, "rows": args.rows,
-                "validation": args.validation, "seed": args.seed,
+                "validation": args.validation, "seed": args.seed, "memory_gb": args.memory_gb,
                 "data_dir": args.data_dir, "pythae_python": args.pythae_python, "probe": probe}
         print(f"{label}: training {args.budget:g} s, then K={args.k} on {args.eval_n} images ...", flush=True)
         r = results[key] = run_worker(who, spec, log)
