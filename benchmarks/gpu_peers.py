@@ -4,15 +4,17 @@ rounds (not part of the tests; run by benchmarks/gpu.sh).
     python benchmarks/gpu_peers.py --device cuda --rounds 3 [--batch-size 100] [--json PATH]
 
 Each round runs, one after the other and each in its own process, aevb.train on the MLP
-VAE 784-400-400-20 and benchmarks/peers/examples_style.py with the same data, batch size
-and epochs; images/s of the epochs after the first. The ratio aevb / peer is taken within
-each round and its median reported. Data: the offline MNIST split where ../shared is
+VAE 784-400-400-20 (on CUDA its step replayed as a CUDA graph, aevb.graphed), the same with
+AEVB_GRAPH=0 (the eager step), and benchmarks/peers/examples_style.py with the same data,
+batch size and epochs; images/s of the epochs after the first. The ratios aevb / peer and
+aevb / aevb without the graph are taken within each round and their medians reported. Data: the offline MNIST split where ../shared is
 beside the checkout, else random images of its shape (said in the output).
 """
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import subprocess
 import sys
@@ -51,8 +53,8 @@ def aevb_worker(device: str, batch_size: int, epochs: int) -> dict:
     return {"program": "aevb", "data": source, "images_per_s": len(ds.train) / statistics.median(per_epoch)}
 
 
-def run(cmd: list[str]) -> dict:
-    out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
+def run(cmd: list[str], **env) -> dict:
+    out = subprocess.run(cmd, capture_output=True, text=True, check=True, env={**os.environ, **env}).stdout
     return json.loads(out.strip().splitlines()[-1])
 
 
@@ -72,15 +74,19 @@ def main(argv=None) -> int:
     rounds = []
     for i in range(a.rounds):
         ours = run([sys.executable, __file__, "--worker", *common])
+        eager = run([sys.executable, __file__, "--worker", *common], AEVB_GRAPH="0")  # no CUDA graph
         peer = run([sys.executable, str(HERE / "peers" / "examples_style.py"), *common])
-        rounds.append({"aevb": ours["images_per_s"], "examples_style": peer["images_per_s"],
-                       "ratio": ours["images_per_s"] / peer["images_per_s"], "data": ours["data"]})
-        print(f"round {i + 1}: aevb {ours['images_per_s']:,.0f} images/s, examples-style "
-              f"{peer['images_per_s']:,.0f}: {rounds[-1]['ratio']:.2f}x ({ours['data']} data)", flush=True)
+        rounds.append({"aevb": ours["images_per_s"], "aevb_no_graph": eager["images_per_s"],
+                       "examples_style": peer["images_per_s"], "ratio": ours["images_per_s"] / peer["images_per_s"],
+                       "graph_gain": ours["images_per_s"] / eager["images_per_s"], "data": ours["data"]})
+        print(f"round {i + 1}: aevb {ours['images_per_s']:,.0f} images/s (AEVB_GRAPH=0: "
+              f"{eager['images_per_s']:,.0f}), examples-style {peer['images_per_s']:,.0f}: "
+              f"{rounds[-1]['ratio']:.2f}x ({ours['data']} data)", flush=True)
     res = {"device": a.device, "batch_size": a.batch_size, "rounds": rounds,
-           "median_ratio": statistics.median(r["ratio"] for r in rounds)}
-    print(f"aevb / examples-style on {a.device}, batch {a.batch_size}: {res['median_ratio']:.2f}x "
-          f"(median of {a.rounds} rounds)")
+           "median_ratio": statistics.median(r["ratio"] for r in rounds),
+           "median_graph_gain": statistics.median(r["graph_gain"] for r in rounds)}
+    print(f"aevb / examples-style on {a.device}, batch {a.batch_size}: {res['median_ratio']:.2f}x; "
+          f"aevb / aevb without the CUDA graph: {res['median_graph_gain']:.2f}x (medians of {a.rounds} rounds)")
     if a.json:
         Path(a.json).write_text(json.dumps(res, indent=2) + "\n")
     return 0

@@ -21,7 +21,7 @@ LAYERS = [
     {"nets", "distributions"},
     {"objectives", "fused"},
     {"models"},
-    {"checkpoint", "progress", "rundir", "training"},
+    {"checkpoint", "graphed", "progress", "rundir", "training"},
     {"evaluation", "samplers", "anomaly", "imputation", "plots", "runs", "report", "sweep", "quality"},
     {"explore"},
     {"cli", "__main__", "__init__"},

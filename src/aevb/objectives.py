@@ -216,7 +216,7 @@ def iwae_terms(model, x: Tensor, k: int, y: Tensor | None = None, target: Tensor
     lw = w.log_px_z - kl
     out = {"iwae": torch.logsumexp(lw, 1) - math.log(k), "elbo": lw.mean(1),
            "rec": w.log_px_z.mean(1), "kl": kl.mean(1)}
-    out["loss_terms"] = out["iwae"] if beta == 1 else torch.logsumexp(w.log_px_z - beta * kl, 1) - math.log(k)
+    out["loss_terms"] = out["iwae"] if isinstance(beta, (int, float)) and beta == 1 else torch.logsumexp(w.log_px_z - beta * kl, 1) - math.log(k)
     return out
 
 
@@ -243,9 +243,9 @@ def log_px_estimate(model, x: Tensor, y: Tensor | None = None, samples: int = 50
     was_training = model.training
     model.eval()
     try:
-        with tuned(), torch.random.fork_rng(devices=[]):
+        device = next(model.parameters()).device
+        with tuned(), torch.random.fork_rng(devices=_gpu(device)):
             torch.manual_seed(seed)
-            device = next(model.parameters()).device
             for i in range(0, x.shape[0], batch_size):
                 adapt_threads()
                 yb = None if y is None else y[i:i + batch_size].to(device)
@@ -272,15 +272,22 @@ def objective_terms(model, x: Tensor, y: Tensor | None = None, batch_size: int =
     was_training = model.training
     model.eval()
     parts: dict[str, list[Tensor]] = {}
+    device = next(model.parameters()).device
     try:
-        with torch.random.fork_rng(devices=[]), torch.no_grad():
+        with torch.random.fork_rng(devices=_gpu(device)), torch.no_grad():
             torch.manual_seed(seed)
             for i in range(0, x.shape[0], batch_size):
                 adapt_threads()
-                yb = None if y is None else y[i:i + batch_size]
-                for k, v in model.objective(x[i:i + batch_size], yb).items():
+                yb = None if y is None else y[i:i + batch_size].to(device)
+                for k, v in model.objective(x[i:i + batch_size].to(device), yb).items():
                     if k != "loss" and torch.is_tensor(v) and v.dim() == 1:
                         parts.setdefault(k, []).append(v.detach().double())
     finally:
         model.train(was_training)
-    return {k: torch.cat(v) for k, v in parts.items()}
+    return {k: torch.cat(v).cpu() for k, v in parts.items()}
+
+
+def _gpu(device: torch.device) -> list:
+    """The devices whose RNG state `torch.random.fork_rng` must save and restore for work on
+    `device`: a GPU's own generator (manual_seed seeds it too), none for the CPU's."""
+    return [device] if device.type == "cuda" else []

@@ -40,12 +40,12 @@ from typing import Callable
 import torch
 from torch import nn
 
-from . import diagnostics, distributed, rundir, runtime
+from . import diagnostics, distributed, graphed, rundir, runtime
 from .checkpoint import TrainingError, load_checkpoint, save_checkpoint
 from .data import hold_out
 from .data.transforms import noisy_inputs
 from .objectives import objective_terms
-from .optim import OPTIMIZERS, PRECISIONS, make_optimizer
+from .optim import OPTIMIZERS, PRECISIONS, LeanAdam, make_optimizer
 from .progress import Reporter
 from .serialization import atomic_write
 
@@ -123,6 +123,7 @@ class Loop:
     val: object = None  # the held-out Split (`validation`), or None
     best: dict | None = None  # `keep_best`: the weights of the best epoch so far
     fused: Callable | None = None  # the model's `fused_step`, where it has one and it applies
+    graphed: graphed.GraphedStep | None = None  # the step without host synchronization (CUDA graphs)
 
 
 def kl_warmup(beta: float | None, warmup_steps: float) -> Callable[[int], float | None]:
@@ -293,11 +294,13 @@ def fit(loop: Loop, dataset, callbacks=()) -> None:
     stop: then a checkpoint is saved and `run.stopped` names the signal."""
     o, ctx = loop.options, loop.ctx
     test = dataset.test[ctx.rank::ctx.world_size]
+    dataset = _resident(dataset, ctx.device)
     loop.t0 = time.perf_counter()
     # gradients that change after autograd stores them (DDP averages them, fp16 unscales
     # them) are normed after backward; all others as they are stored
     early = not ctx.distributed and o.precision != "fp16"
     with _StopFlag() as loop.stop, _GradNorm(loop.parameters, early) as loop.grad_norm:
+        loop.graphed = _graphed_step(loop)
         while loop.state["epoch"] < o.epochs:
             if _patience_spent(loop, loop.state["epoch"]):  # a resumed run that had stopped early
                 loop.run.stopped = EARLY_STOPPING
@@ -341,6 +344,7 @@ def run_epoch(loop: Loop, dataset) -> bool:
         if late or distributed.any_rank(loop.stop.raised is not None, ctx):
             loop.stop.raised = TIME_LIMIT if late else (loop.stop.raised or signal.SIGTERM)  # alike on all ranks
             break
+    _flush_graphed(loop)
     return not (loop.stop.raised is not None and state["step"] < loop.steps_per_epoch)
 
 
@@ -370,6 +374,24 @@ def step(loop: Loop, x: torch.Tensor, y: torch.Tensor | None) -> bool:
     y = None if y is None else y.to(ctx.device, non_blocking=True)
     x, target = loop.transform(x)
     beta = loop.beta(loop.state["global_step"])
+    if loop.lr_factor is not None:  # halvings by the divergence guard (lr_scale) stay
+        lr = loop.options.lr * loop.state.get("lr_scale", 1.0) * loop.lr_factor(loop.state["global_step"])
+        for group in loop.opt.param_groups:
+            group["lr"] = lr
+    if loop.graphed is not None:
+        if loop.graphed.fits(x, y, target, beta) and loop.graphed(x, y, target, beta):  # no host synchronization
+            if loop.graphed.due():
+                _flush_graphed(loop)
+            return True
+        _flush_graphed(loop)  # the host's counters up to date before an eager step
+    taken = _eager_step(loop, x, y, target, beta)
+    if loop.graphed is not None:
+        loop.graphed.consecutive.fill_(loop.consecutive)
+    return taken
+
+
+def _eager_step(loop: Loop, x, y, target, beta) -> bool:
+    """The step with its checks on the host (`step`)."""
     kw = {k: v for k, v in (("target", target), ("beta", beta)) if v is not None}
     if loop.fused is not None:  # the terms, with the gradients written into .grad (aevb.fused)
         terms = loop.fused(x, **kw, on_grad=loop.grad_norm.record if loop.grad_norm.early else None)
@@ -378,10 +400,6 @@ def step(loop: Loop, x: torch.Tensor, y: torch.Tensor | None) -> bool:
         with loop.autocast:
             terms = loop.net(x, y, **kw)
     loss = terms.pop("loss")
-    if loop.lr_factor is not None:  # halvings by the divergence guard (lr_scale) stay
-        lr = loop.options.lr * loop.state.get("lr_scale", 1.0) * loop.lr_factor(loop.state["global_step"])
-        for group in loop.opt.param_groups:
-            group["lr"] = lr
     finite_loss = math.isfinite(loss.item())
     if not (finite_loss and _backward(loop, loss)):
         _skipped(loop, unscaled=finite_loss)
@@ -391,6 +409,48 @@ def step(loop: Loop, x: torch.Tensor, y: torch.Tensor | None) -> bool:
     loop.consecutive = 0
     loop.sums.add(terms, x.shape[0])
     return True
+
+
+def _graphed_step(loop: Loop) -> graphed.GraphedStep | None:
+    """The step without host synchronization (`aevb.graphed`) where it applies: CUDA (or
+    AEVB_GRAPH=eager), fp32 or bf16, Adam or AdamW, outside torchrun and compile; captured
+    only for a model that declares it `graph_capturable`. It takes the fused step only
+    without KL warm-up (the fused step takes beta as a number)."""
+    how, o, ctx = graphed.mode(loop.ctx.device), loop.options, loop.ctx
+    if not how or ctx.distributed or o.compile or o.precision == "fp16" or not isinstance(loop.opt, LeanAdam):
+        return None
+    if how == "graph" and not loop.model.graph_capturable():
+        return None
+    half = torch.bfloat16 if o.precision == "bf16" else None
+    return graphed.GraphedStep(
+        loop.net, loop.opt, loop.grad_norm, fused=loop.fused if loop.beta(0) is None else None, clip=o.clip_grad,
+        autocast=torch.autocast(ctx.device.type, dtype=half, enabled=half is not None, cache_enabled=False),
+        capture=how == "graph")
+
+
+def _flush_graphed(loop: Loop) -> None:
+    """Fold the graphed step's device counters into the epoch's sums, the skip count and the
+    divergence guard (one synchronization)."""
+    got = loop.graphed.flush() if loop.graphed is not None else None
+    if not got:
+        return
+    loop.sums.add_sums(got["sums"], got["n"])
+    loop.consecutive = got["consecutive"]
+    if got["skipped"]:
+        loop.state["skipped"] += got["skipped"]
+        _guard(loop.state["skipped"], got["consecutive"], got["halvings"], loop.options.max_skips,
+               loop.opt, loop.state, loop.run.dir)
+
+
+def _resident(dataset, device: torch.device):
+    """`dataset` with its training images on `device` where it is a GPU with room for them
+    (under a quarter of its free memory): batches are then cut and binarized there, with no
+    copy from the host per step."""
+    x, y = dataset.train.x, dataset.train.y
+    if device.type != "cuda" or x.device == device or 4 * x.numel() * x.element_size() > torch.cuda.mem_get_info(device)[0]:
+        return dataset
+    return dataclasses.replace(dataset, train=dataclasses.replace(
+        dataset.train, x=x.to(device), y=None if y is None else y.to(device)))
 
 
 def _backward(loop: Loop, loss: torch.Tensor) -> bool:
@@ -412,8 +472,8 @@ def _skipped(loop: Loop, unscaled: bool) -> None:
         loop.scaler.update()
     loop.state["skipped"] += 1
     loop.consecutive += 1
-    _guard(loop.state["skipped"], loop.consecutive, loop.options.max_skips, loop.opt,
-           loop.state, loop.run.dir)
+    _guard(loop.state["skipped"], loop.consecutive, int(loop.consecutive % 10 == 0), loop.options.max_skips,
+           loop.opt, loop.state, loop.run.dir)
 
 
 def _train_means(loop: Loop) -> dict:
@@ -513,6 +573,15 @@ class _Sums:
             self.total[:len(terms)] += values.sum(1)
         self.n += n
 
+    def add_sums(self, sums: dict, n: int) -> None:
+        """Add sums already taken (a dict of numbers over `n` examples: the graphed step's)."""
+        merged = {k: v for k, v in self.as_dict().items() if k != "n"}
+        for k, v in sums.items():
+            merged[k] = merged.get(k, 0.0) + v
+        self.keys = tuple(merged)
+        self.total = torch.tensor(list(merged.values()), device=self.device) if merged else None
+        self.n += n
+
     def as_dict(self) -> dict:
         out = {} if self.total is None else dict(zip(self.keys, self.total.tolist()))
         return out | ({"n": self.n} if self.n else {})
@@ -532,6 +601,10 @@ class _GradNorm:
 
     def record(self, p: torch.Tensor) -> None:
         self.norms[self.index[p]] = torch.linalg.vector_norm(p.grad)
+
+    def clear(self) -> None:
+        """Forget the norms recorded so far (of a step that did not complete)."""
+        self.norms.clear()
 
     def __enter__(self):
         if self.early:
@@ -580,19 +653,20 @@ class _StopFlag:
             signal.signal(sig, old)
 
 
-def _guard(skipped: int, consecutive: int, max_skips: int, opt, state: dict, run_dir) -> None:
-    """After a skipped (non-finite) step: stop past `max_skips`, halve the learning rate
-    every 10 consecutive skips (kept in the trainer state's "lr_scale" too, for a schedule)."""
+def _guard(skipped: int, consecutive: int, halvings: int, max_skips: int, opt, state: dict, run_dir) -> None:
+    """After skipped (non-finite) steps: stop past `max_skips` in all, halve the learning
+    rate `halvings` times (the loop asks for one every 10 consecutive skips; kept in the
+    trainer state's "lr_scale" too, for a schedule)."""
     epoch = state["epoch"]
     if skipped > max_skips:
         raise TrainingError(
             f"training diverged: {skipped} steps with non-finite loss or gradients (epoch "
             f"{epoch + 1}); lower the learning rate or set clip_grad"
             + (f"; the last good checkpoint is kept in {run_dir}" if run_dir else ""))
-    if consecutive % 10 == 0:
-        state["lr_scale"] = state.get("lr_scale", 1.0) * 0.5
+    if halvings > 0:
+        state["lr_scale"] = state.get("lr_scale", 1.0) * 0.5 ** halvings
         for group in opt.param_groups:
-            group["lr"] *= 0.5
+            group["lr"] *= 0.5 ** halvings
         warnings.warn(f"{consecutive} non-finite steps in a row; learning rate halved to "
                       f"{opt.param_groups[0]['lr']:g}")
 

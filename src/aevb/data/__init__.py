@@ -79,7 +79,7 @@ class Dataset:
         `start` skips the first batches without touching any RNG (to resume mid-epoch)."""
         data = getattr(self, split)
         n = len(data)
-        order = torch.randperm(n, generator=generator) if shuffle else torch.arange(n)
+        order = (torch.randperm(n, generator=generator) if shuffle else torch.arange(n)).to(data.x.device)
         step = batch_size * world_size
         stop = n - n % step if drop_last else n
         dynamic = split == "train" and self.binarize == "dynamic"

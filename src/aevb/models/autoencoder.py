@@ -27,6 +27,7 @@ class Autoencoder(Model):
     (there is no KL term).
     """
 
+    capturable = True  # its step may be replayed as a CUDA graph (aevb.graphed)
     settings = ("latent_dim", "net", "hidden", "activation", "likelihood", "sigma")
 
     def __init__(self, input_shape=(1, 28, 28), latent_dim: int = 2, net: str = "mlp",

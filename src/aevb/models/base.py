@@ -56,6 +56,9 @@ class Model(nn.Module):
     kl_method: str | None = None
     #: stochastic layers: 1 when encode/decode/prior are the whole model (z ~ q(z|x), p(x|z) p(z))
     latent_layers = 1
+    #: whether training may replay this class's step as a CUDA graph (`aevb.graphed`): its
+    #: objective keeps no Python state between steps and reads no value back to the host
+    capturable = False
     config: dict
 
     def __init__(self, input_shape, latent_dim: int, num_classes: int = 0, hidden=()):
@@ -116,6 +119,14 @@ class Model(nn.Module):
         them, as zero_grad and backward would) without autograd (`aevb.fused`), where this
         model has one; None (the default) where it trains through `objective` and backward."""
         return None
+
+    def graph_capturable(self) -> bool:
+        """`capturable` as the class that declares it says, unless a subclass below that class
+        changes `objective`, `forward`, `encode` or `decode` (a replayed graph would skip the
+        Python of the new method)."""
+        owner = next(c for c in type(self).__mro__ if "capturable" in c.__dict__)
+        return bool(owner.capturable) and all(getattr(type(self), name) is getattr(owner, name)
+                                              for name in ("objective", "forward", "encode", "decode"))
 
     def latent_distribution(self) -> Distribution:
         """The distribution `sample` draws codes from: the prior p(z) (an autoencoder: a

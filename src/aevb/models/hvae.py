@@ -52,6 +52,7 @@ class HVAE(Model):
     and p(x|z1). `net` "conv" makes the x <-> z1 networks convolutional (`hidden` = channels).
     """
 
+    capturable = True  # its step may be replayed as a CUDA graph (aevb.graphed)
     settings = ("latent_dim", "inner_latent_dim", "net", "hidden", "inner_hidden", "activation",
                 "likelihood", "sigma", "latent_family", "prior", "beta", "objective", "iwae_k")
     latent_layers = 2

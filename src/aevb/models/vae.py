@@ -53,6 +53,7 @@ class VAE(Model):
     estimated by Monte Carlo: `kl_method` says which (config `kl: mc` asks for Monte Carlo).
     """
 
+    capturable = True  # its step may be replayed as a CUDA graph (aevb.graphed)
     settings = ("latent_dim", "net", "hidden", "activation", "likelihood", "sigma", "latent_family",
                 "prior", "prior_components", "beta", "kl", "objective", "iwae_k", "estimator",
                 "baseline", "gumbel_temperature", "posterior", "flow_steps", "flow_hidden", "flow_context")

@@ -1,0 +1,81 @@
+"""The same-model pairs of quality.py over several training seeds: one run per seed, read
+back from their quality.json files.
+
+    python benchmarks/quality_seeds.py RUN.json [RUN.json ...] [--out FILE.md]
+
+One run's standard errors are over evaluation images only; what a different seed changes
+(the weights' initialization, the batches, the noise, and so the epoch that the held-out
+images select) is not in them. Here each pair's difference (aevb - pythae, nats) is taken
+per seed, and their mean is reported with its standard error over seeds (sd / sqrt(n)):
+the target "aevb at least as good as pythae's same model" is met when the mean is >= 0;
+"within noise" when it is within two of those standard errors of 0.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import statistics
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from quality import PAIRS  # noqa: E402
+
+
+def pair_rows(runs: list[dict]) -> list[dict]:
+    """Per pair present in at least one run: the per-seed differences and their summary."""
+    rows = []
+    for a, b in PAIRS:
+        per_seed = []
+        for run in runs:
+            ra, rb = run["results"].get(a, {}), run["results"].get(b, {})
+            if "log_px" in ra and "log_px" in rb:
+                per_seed.append({"seed": run["seed"], "aevb": ra["log_px"], "pythae": rb["log_px"],
+                                 "diff": ra["log_px"] - rb["log_px"],
+                                 "best_epochs": (ra.get("best_epoch"), rb.get("best_epoch"))})
+        if not per_seed:
+            continue
+        diffs = [s["diff"] for s in per_seed]
+        mean = statistics.fmean(diffs)
+        se = statistics.stdev(diffs) / math.sqrt(len(diffs)) if len(diffs) > 1 else math.nan
+        noise = ("one seed: no spread to judge by" if len(diffs) == 1 else "within noise" if abs(mean) < 2 * se
+                 else "holds" if mean > 0 else "does not hold")
+        rows.append({"pair": (a, b), "seeds": per_seed, "mean": mean, "se": se,
+                     "verdict": f"{'met' if mean >= 0 else 'NOT met'} ({noise})"})
+    return rows
+
+
+def report(rows: list[dict], files: list[str]) -> str:
+    out = ["| pair | aevb - pythae per seed (log p(x) of each) | mean ± s.e. over seeds | target |",
+           "| --- | --- | ---: | --- |"]
+    for r in rows:
+        cells = "; ".join(f"seed {s['seed']}: {s['diff']:+.2f} ({s['aevb']:.2f} vs {s['pythae']:.2f})" for s in r["seeds"])
+        se = f"{r['se']:.2f}" if r["se"] == r["se"] else "-"
+        out.append(f"| {r['pair'][0]} - {r['pair'][1]} | {cells} | {r['mean']:+.2f} ± {se} | {r['verdict']} |")
+    return "\n".join(out + ["", "Runs: " + ", ".join(files)])
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("runs", nargs="+", help="quality.json files, one per seed")
+    p.add_argument("--out", help="also write the table to this markdown file")
+    a = p.parse_args(argv)
+    runs = []
+    for f in a.runs:
+        try:
+            d = json.loads(Path(f).read_text())
+        except (OSError, ValueError) as e:
+            print(f"cannot read {f}: {e}; give quality.json files written by benchmarks/quality.py", file=sys.stderr)
+            return 2
+        seed = next((int(x) for flag, x in zip(d["command"].split(), d["command"].split()[1:]) if flag == "--seed"), 0)
+        runs.append({"seed": seed, "results": d["results"]})
+    text = report(pair_rows(runs), a.runs)
+    print(text)
+    if a.out:
+        Path(a.out).write_text(text + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
