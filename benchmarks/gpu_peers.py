@@ -4,8 +4,8 @@ rounds (not part of the tests; run by benchmarks/gpu.sh).
     python benchmarks/gpu_peers.py --device cuda --rounds 3 [--batch-size 100] [--json PATH]
 
 Each round runs, one after the other and each in its own process, aevb.train on the MLP
-VAE 784-400-400-20 (on CUDA its step replayed as a CUDA graph, aevb.graphed), the same with
-AEVB_GRAPH=0 (the eager step), and benchmarks/peers/examples_style.py with the same data,
+VAE 784-400-400-20 with AEVB_GRAPH=1 (on CUDA its step replayed as a CUDA graph,
+aevb.graphed), the same with AEVB_GRAPH=0 (the eager step), and benchmarks/peers/examples_style.py with the same data,
 batch size and epochs; images/s of the epochs after the first. The ratios aevb / peer and
 aevb / aevb without the graph are taken within each round and their medians reported. Data: the offline MNIST split where ../shared is
 beside the checkout, else random images of its shape (said in the output).
@@ -73,8 +73,8 @@ def main(argv=None) -> int:
     common = ["--device", a.device, "--batch-size", str(a.batch_size), "--epochs", str(a.epochs)]
     rounds = []
     for i in range(a.rounds):
-        ours = run([sys.executable, __file__, "--worker", *common])
-        eager = run([sys.executable, __file__, "--worker", *common], AEVB_GRAPH="0")  # no CUDA graph
+        ours = run([sys.executable, __file__, "--worker", *common], AEVB_GRAPH="1")  # the CUDA graph
+        eager = run([sys.executable, __file__, "--worker", *common], AEVB_GRAPH="0")
         peer = run([sys.executable, str(HERE / "peers" / "examples_style.py"), *common])
         rounds.append({"aevb": ours["images_per_s"], "aevb_no_graph": eager["images_per_s"],
                        "examples_style": peer["images_per_s"], "ratio": ours["images_per_s"] / peer["images_per_s"],

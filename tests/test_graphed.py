@@ -86,7 +86,9 @@ def test_ten_skips_in_a_row_halve_the_lr_and_too_many_stop(monkeypatch):
 
 def test_mode_follows_the_device_and_aevb_graph(monkeypatch):
     cpu, cuda = torch.device("cpu"), torch.device("cuda")
-    monkeypatch.delenv("AEVB_GRAPH", raising=False)
+    monkeypatch.delenv("AEVB_GRAPH", raising=False)  # opt-in until it has run on a GPU
+    assert (graphed.mode(cpu), graphed.mode(cuda)) == (None, None)
+    monkeypatch.setenv("AEVB_GRAPH", "1")
     assert (graphed.mode(cpu), graphed.mode(cuda)) == (None, "graph")
     monkeypatch.setenv("AEVB_GRAPH", "0")
     assert (graphed.mode(cpu), graphed.mode(cuda)) == (None, None)

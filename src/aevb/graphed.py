@@ -24,7 +24,8 @@ The plain computation is the eager step; tests/test_graphed.py checks that this 
 eagerly (`capture=False`, what AEVB_GRAPH=eager selects on any device), gives the same
 parameters, sums and skip counts as the eager loop, and tests/test_cuda.py that the captured
 graph gives what the uncaptured body gives (on a GPU). Training uses it on CUDA for fp32 and
-bf16 steps with Adam or AdamW outside torchrun and `compile`; AEVB_GRAPH=0 turns it off.
+bf16 steps with Adam or AdamW outside torchrun and `compile`, where AEVB_GRAPH=1 asks for it:
+it is opt-in until benchmarks/gpu.sh has run on a GPU (no session has had one so far).
 """
 from __future__ import annotations
 
@@ -44,14 +45,13 @@ SYNC_EVERY = 100
 
 
 def mode(device: torch.device) -> str | None:
-    """How training steps on `device` run: "graph" (CUDA; AEVB_GRAPH unset or 1), "eager"
-    (AEVB_GRAPH=eager, any device: the same step uncaptured), or None (the eager loop)."""
-    value = os.environ.get("AEVB_GRAPH", "1").strip().lower()
+    """How training steps on `device` run: "graph" (AEVB_GRAPH=1, on CUDA), "eager"
+    (AEVB_GRAPH=eager, any device: the same step uncaptured), or None (the eager loop:
+    AEVB_GRAPH unset or 0, or 1 off CUDA)."""
+    value = os.environ.get("AEVB_GRAPH", "0").strip().lower()
     if value == "eager":
         return "eager"
-    if value in ("0", "off", "false", "no"):
-        return None
-    return "graph" if device.type == "cuda" else None
+    return "graph" if value == "1" and device.type == "cuda" else None
 
 
 class GraphedStep:

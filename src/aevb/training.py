@@ -412,8 +412,8 @@ def _eager_step(loop: Loop, x, y, target, beta) -> bool:
 
 
 def _graphed_step(loop: Loop) -> graphed.GraphedStep | None:
-    """The step without host synchronization (`aevb.graphed`) where it applies: CUDA (or
-    AEVB_GRAPH=eager), fp32 or bf16, Adam or AdamW, outside torchrun and compile; captured
+    """The step without host synchronization (`aevb.graphed`) where it applies: CUDA with
+    AEVB_GRAPH=1 (or AEVB_GRAPH=eager, any device), fp32 or bf16, Adam or AdamW, outside torchrun and compile; captured
     only for a model that declares it `graph_capturable`. It takes the fused step only
     without KL warm-up (the fused step takes beta as a number)."""
     how, o, ctx = graphed.mode(loop.ctx.device), loop.options, loop.ctx
