@@ -84,3 +84,27 @@ def test_heldout_benchmark_scores_the_held_out_images(mnist_dir):
     res = json.loads(r.stdout.splitlines()[-1])
     assert res["images"] == 200 and res["k"] == 5 and 1 <= res["best_epoch"] <= res["epochs"]
     assert -800 < res["heldout_elbo"] <= res["heldout_log_px"] + 5 and res["heldout_log_px"] < -50
+
+
+def test_quality_seeds_combines_the_pairs_over_seeds(tmp_path):
+    """benchmarks/quality_seeds.py: per-seed differences, their mean and its standard error
+    over seeds (sd / sqrt(n)), and the verdict, from quality.json files."""
+    bench = Path(__file__).resolve().parents[1] / "benchmarks"
+    files = []
+    for seed, (a, b) in enumerate([(-98.0, -97.0), (-97.0, -97.5), (-99.0, -98.5)]):
+        f = tmp_path / f"s{seed}.json"
+        f.write_text(json.dumps({"command": f"python benchmarks/quality.py --seed {seed}",
+                                 "results": {"aevb-vae": {"log_px": a}, "pythae-vae": {"log_px": b},
+                                             "aevb-iaf": {"error": "worker exited"}}}))
+        files.append(str(f))
+    out = tmp_path / "seeds.md"
+    r = subprocess.run([sys.executable, str(bench / "quality_seeds.py"), *files, "--out", str(out)],
+                       capture_output=True, text=True, check=True)
+    # differences -1.0, +0.5, -0.5: mean -0.33, sd 0.764, s.e. 0.44
+    assert "seed 0: -1.00" in r.stdout and "seed 1: +0.50" in r.stdout and "seed 2: -0.50" in r.stdout
+    assert "-0.33 ± 0.44 | NOT met (within noise)" in r.stdout
+    assert "aevb-iaf" not in r.stdout  # a pair with no result on any seed is left out
+    assert out.read_text().startswith("# quality.py's same-model pairs")
+    bad = subprocess.run([sys.executable, str(bench / "quality_seeds.py"), str(tmp_path / "missing.json")],
+                         capture_output=True, text=True)
+    assert bad.returncode == 2 and "cannot read" in bad.stderr
