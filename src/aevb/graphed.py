@@ -68,6 +68,7 @@ class GraphedStep:
         self.net, self.opt, self.grad_norm, self.fused, self.clip = net, opt, grad_norm, fused, clip
         self.autocast = autocast or contextlib.nullcontext()
         self.capture, self.graph, self.calls, self.lists, self.failed = capture, None, 0, None, None
+        self.kept: list | None = None  # after capture: the graph's gradient tensors, kept referenced
         self.inputs: dict[str, Tensor] | None = None
         self.keys: tuple | None = None
         device = opt.param_groups[0]["params"][0].device
@@ -130,7 +131,7 @@ class GraphedStep:
                           "training goes on with the eager step (AEVB_GRAPH=0 skips the attempt)")
             return False
         self.graph = graph
-        self.kept = [p.grad for p in self.lists[1]]  # the graph's gradient tensors stay referenced
+        self.kept = [p.grad for p in self.lists[1]]
         graph.replay()
         return True
 
@@ -151,7 +152,7 @@ class GraphedStep:
         if self.clip:
             nn.utils.clip_grads_with_norm_(self.lists[1], self.clip, norm)
         self.adam(bad)
-        values = torch.stack([v.detach().float().sum() for v in terms.values()])
+        values = torch.stack([v.detach().float() for v in terms.values()]).sum(1)  # as training._Sums.add
         if self.keys is None:
             self.keys, self.total = tuple(terms), torch.zeros_like(values)
         self.total.add_(torch.where(bad > 0, 0.0, values))
