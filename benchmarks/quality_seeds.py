@@ -70,11 +70,15 @@ def main(argv=None) -> int:
             return 2
         seed = next((int(x) for flag, x in zip(d["command"].split(), d["command"].split()[1:]) if flag == "--seed"), 0)
         runs.append({"seed": seed, "results": d["results"]})
+    title = "# quality.py's same-model pairs over training seeds\n"
+    if a.out and Path(a.out).exists() and not Path(a.out).read_text(errors="replace").startswith(title):
+        print(f"{a.out} exists and was not written by this script; choose another --out", file=sys.stderr)
+        return 2
     text = report(pair_rows(runs), a.runs)
     print(text)
     if a.out:
         cmd = "python benchmarks/quality_seeds.py " + " ".join(sys.argv[1:] if argv is None else argv)
-        Path(a.out).write_text("# quality.py's same-model pairs over training seeds\n\n"
+        Path(a.out).write_text(title + "\n"
                                "aevb - pythae in log p(x) (K=5000, 5,000 evaluation images), nats; the target is met "
                                "when the mean over seeds is >= 0.\n\n" + text + f"\n\nCommand: `{cmd}`\n")
     return 0

@@ -108,3 +108,10 @@ def test_quality_seeds_combines_the_pairs_over_seeds(tmp_path):
     bad = subprocess.run([sys.executable, str(bench / "quality_seeds.py"), str(tmp_path / "missing.json")],
                          capture_output=True, text=True)
     assert bad.returncode == 2 and "cannot read" in bad.stderr
+    mine = tmp_path / "notes.md"
+    mine.write_text("my notes\n")
+    refused = subprocess.run([sys.executable, str(bench / "quality_seeds.py"), *files, "--out", str(mine)],
+                             capture_output=True, text=True)
+    assert refused.returncode == 2 and "not written by this script" in refused.stderr
+    assert mine.read_text() == "my notes\n"
+    subprocess.run([sys.executable, str(bench / "quality_seeds.py"), *files, "--out", str(out)], check=True)  # its own file
