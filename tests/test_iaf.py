@@ -17,7 +17,7 @@ from torch.autograd.functional import jacobian
 from aevb import VAE, data, train
 from aevb.cli import main
 from aevb.distributions import DiagonalNormal, IAFNormal, InverseAutoregressiveFlow, sample_with_log_prob
-from aevb.distributions.iaf import GATE_BIAS
+from aevb.distributions.iaf import FORMS, GatedStep
 from aevb.evaluation import importance_sampling
 from aevb.models import load
 from aevb.models.base import load_state
@@ -38,17 +38,19 @@ def randomize(family: InverseAutoregressiveFlow, scale: float = 0.5, seed: int =
     return family
 
 
-def flow_posterior(d=3, steps=2, hidden=(6, 5), n=4, seed=0, context=True) -> tuple[InverseAutoregressiveFlow, IAFNormal]:
+def flow_posterior(d=3, steps=2, hidden=(6, 5), n=4, seed=0, context=True,
+                   form="affine") -> tuple[InverseAutoregressiveFlow, IAFNormal]:
     torch.manual_seed(seed)
-    fam = randomize(InverseAutoregressiveFlow(d, steps, hidden, context).double(), seed=seed)
+    fam = randomize(InverseAutoregressiveFlow(d, steps, hidden, context, form).double(), seed=seed)
     out = torch.randn(n, 2 * d + fam.context_dim, dtype=torch.float64)
     return fam, fam(out)
 
 
 # ----------------------------------------------------------------------------- against math
+@pytest.mark.parametrize("form", FORMS)
 @pytest.mark.parametrize("steps,context", [(1, True), (2, True), (3, True), (2, False)])
-def test_log_density_is_the_base_density_minus_the_log_determinant_of_the_autograd_jacobian(steps, context):
-    fam, q = flow_posterior(d=4, steps=steps, context=context)
+def test_log_density_is_the_base_density_minus_the_log_determinant_of_the_autograd_jacobian(steps, context, form):
+    fam, q = flow_posterior(d=4, steps=steps, context=context, form=form)
     torch.manual_seed(1)
     z, log_q = q.rsample_and_log_prob()
     # the same noise again: z_0 = mu + sigma eps, then the flow as a plain function of z_0
@@ -57,7 +59,7 @@ def test_log_density_is_the_base_density_minus_the_log_determinant_of_the_autogr
     for i in range(z0.shape[0]):
         def f(v, i=i):
             return IAFNormal(DiagonalNormal(q.base.base_dist.loc[i], q.base.logvar[i]),
-                             None if q.context is None else q.context[i], fam.steps).flow(v)[0]
+                             None if q.context is None else q.context[i], fam.steps, fam.form).flow(v)[0]
         J = jacobian(f, z0[i])
         assert torch.allclose(f(z0[i]), z[i], atol=1e-12)
         expected = q.base.log_prob(z0)[i] - torch.linalg.slogdet(J)[1]
@@ -94,16 +96,31 @@ def test_steps_reverse_the_order():
     assert firsts == [0, 3, 0]
 
 
-def test_an_untrained_flow_is_exactly_a_diagonal_gaussian():
-    """At initialization every MADE gives m = 0 and s = GATE_BIAS: z_T = c z_0 with
-    c = sigmoid(GATE_BIAS)^T, so q = N(c mu, c^2 sigma^2) exactly; with the gates open
+def test_an_untrained_affine_flow_is_exactly_the_diagonal_gaussian():
+    """At initialization every MADE gives m = 0 and s = 0: each affine step is the identity,
+    so sample and density are the base Gaussian's, bit for bit."""
+    d = 3
+    fam = InverseAutoregressiveFlow(d, 2, (8, 8)).double()
+    out = torch.randn(5, 2 * d, dtype=torch.float64)
+    torch.manual_seed(3)
+    z, log_q = fam(out).rsample_and_log_prob((7,))
+    torch.manual_seed(3)
+    base = DiagonalNormal(out[:, :d], out[:, d:])
+    z_base = base.rsample((7,))
+    assert torch.equal(z, z_base) and torch.equal(log_q, base.log_prob(z_base))
+    assert torch.equal(fam(out).log_prob(z), base.log_prob(z))
+
+
+def test_an_untrained_gated_flow_is_exactly_a_diagonal_gaussian():
+    """At initialization every MADE gives m = 0 and s = GatedStep.start: z_T = c z_0 with
+    c = sigmoid(start)^T, so q = N(c mu, c^2 sigma^2) exactly; with the gates open
     (s -> infinity: sigmoid(s) = 1 in floating point) q is the base Gaussian itself."""
     d, steps = 3, 2
-    fam = InverseAutoregressiveFlow(d, steps, (8, 8)).double()
+    fam = InverseAutoregressiveFlow(d, steps, (8, 8), form="gated").double()
     out = torch.randn(5, 2 * d + fam.context_dim, dtype=torch.float64)
     q = fam(out)
     mu, logvar = out[:, :d], out[:, d:2 * d]
-    c = torch.sigmoid(torch.tensor(GATE_BIAS, dtype=torch.float64)) ** steps
+    c = torch.sigmoid(torch.tensor(GatedStep.start, dtype=torch.float64)) ** steps
     scaled = DiagonalNormal(c * mu, logvar + 2 * c.log())
     z, log_q = q.rsample_and_log_prob((7,))
     assert torch.allclose(log_q, scaled.log_prob(z), atol=1e-12)
@@ -119,13 +136,14 @@ def test_an_untrained_flow_is_exactly_a_diagonal_gaussian():
     assert torch.equal(z, z_base) and torch.equal(log_q, base.log_prob(z_base))
 
 
-def test_the_density_by_inversion_equals_the_density_of_the_sample():
-    _, q = flow_posterior(d=5, steps=3, n=6)
+@pytest.mark.parametrize("form", FORMS)
+def test_the_density_by_inversion_equals_the_density_of_the_sample(form):
+    _, q = flow_posterior(d=5, steps=3, n=6, form=form)
     z, log_q = q.rsample_and_log_prob((4,))
     assert torch.allclose(q.log_prob(z), log_q, atol=1e-10)
     assert torch.allclose(q.invert(q.flow(q.base.base_dist.loc)[0]), q.base.base_dist.loc, atol=1e-10)
     # a point that is no sample: log q integrates to one (d = 1, by quadrature)
-    fam = randomize(InverseAutoregressiveFlow(1, 2, (4,)).double(), scale=1.0)
+    fam = randomize(InverseAutoregressiveFlow(1, 2, (4,), form=form).double(), scale=1.0)
     q1 = fam(torch.randn(1, 2 + fam.context_dim, dtype=torch.float64))
     grid = torch.linspace(-30, 30, 60001, dtype=torch.float64)[:, None, None]
     assert abs(torch.trapezoid(q1.log_prob(grid)[:, 0].exp(), grid[:, 0, 0]).item() - 1) < 1e-6
@@ -162,15 +180,15 @@ def test_kl_is_monte_carlo_even_when_analytic_is_asked_for():
     assert torch.allclose(t["rec"], m.decode(z).log_prob(x))
 
 
-def broad_model():
+def broad_model(form):
     """A 2-D flow model whose posterior is broad (small encoder and decoder weights, gates
-    near open, random MADEs with the encoder's context): importance sampling converges
-    within a test's budget."""
-    m = model(flow_context=True)
+    near open or affine steps that stretch, random MADEs with the encoder's context):
+    importance sampling converges within a test's budget."""
+    m = model(flow_context=True, flow_form=form)
     with torch.no_grad():
         m.encoder.net[-1].weight.mul_(0.2)
         for step in m.latent.steps:
-            step.out.bias[2:] += 2
+            step.out.bias[2:] += {"gated": 2.0, "affine": 0.3}[form]
     return m
 
 
@@ -183,12 +201,13 @@ def exact_log_px(m, x, half_width=10.0, n=401):
     return torch.logsumexp(lp, 0) + 2 * math.log(g[1] - g[0])
 
 
-def test_importance_sampled_log_px_with_the_flows_density_converges_to_the_exact_value():
+@pytest.mark.parametrize("form", FORMS)
+def test_importance_sampled_log_px_with_the_flows_density_converges_to_the_exact_value(form):
     """log p(x) by quadrature over a 2-D latent; the estimate with the flow as the proposal
     reaches it, while the same weights without the log-determinant (the base density used
     as log q) miss it: the test sees a wrong log q(z|x). And E[ELBO] <= E[L_5] <= log p(x)
     (Burda et al.)."""
-    m = broad_model()
+    m = broad_model(form)
     x = torch.rand(3, *SHAPE, dtype=torch.float64).bernoulli()
     exact = exact_log_px(m, x)
     est = importance_sampling(m, x, samples=5000, seed=0)
@@ -268,6 +287,7 @@ def test_command_line_train_and_eval(tmp_path):
     (["--latent-family", "bernoulli"], "needs latent_family 'gaussian'"),
     (["--flow-steps", "0"], "flow_steps must be an integer >= 1"),
     (["--flow-hidden", "[]"], "flow_hidden must be one or more layer sizes"),
+    (["--flow-form", "spline"], "flow_form must be one of affine, gated"),
     (["--model", "autoencoder"], "has no posterior to choose"),
 ])
 def test_impossible_combinations_are_refused_in_one_line(tmp_path, capsys, flags, message):
@@ -286,7 +306,8 @@ def test_unknown_posterior_is_refused():
 
 def test_flow_context_is_off_by_default_and_old_iaf_models_keep_theirs(tmp_path):
     """Without a context the encoder gives 2 D numbers and the MADEs see z only; a model
-    saved before `flow_context` existed (all had the context) loads with it."""
+    saved before `flow_context` existed (all had the context) loads with it, and one saved
+    before `flow_form` (all were gated) loads gated."""
     plain, with_h = VAE(SHAPE, 2, hidden=[16], posterior="iaf"), VAE(SHAPE, 2, hidden=[16], posterior="iaf",
                                                                      flow_context=True)
     assert plain.latent.context_dim == 0 and with_h.latent.context_dim == 128
@@ -298,3 +319,9 @@ def test_flow_context_is_off_by_default_and_old_iaf_models_keep_theirs(tmp_path)
     with_h.save(tmp_path / "m.safetensors")
     from aevb.models import load
     assert load(tmp_path / "m.safetensors").latent.context_dim == 128
+    assert plain.config["flow_form"] == "affine" and plain.latent.form is FORMS["affine"]
+    assert VAE.upgrade_config({k: v for k, v in plain.config.items() if k != "flow_form"})["flow_form"] == "gated"
+    assert VAE.upgrade_config({"posterior": "diagonal"})["flow_form"] == "affine"  # no flow: the default
+    gated = VAE(SHAPE, 2, hidden=[16], posterior="iaf", flow_form="gated")
+    gated.save(tmp_path / "g.safetensors")
+    assert load(tmp_path / "g.safetensors").latent.form is GatedStep

@@ -5,7 +5,8 @@ One class covers the variants of the seed reports, each a choice of shared parts
 - posterior family: `latent_family="gaussian"` (reparameterized) or `"bernoulli"` (binary
   codes; encoder trained by REINFORCE with a baseline, or straight-through Gumbel with
   `estimator="gumbel"`); `posterior="iaf"` puts `flow_steps` inverse autoregressive flow
-  steps (MADEs of hidden sizes `flow_hidden`, with the encoder's context if `flow_context`)
+  steps (MADEs of hidden sizes `flow_hidden`, with the encoder's context if `flow_context`,
+  each step affine or gated, `flow_form`)
   on the Gaussian (`aevb.distributions.iaf`);
 - prior: `prior=` a name in `aevb.distributions.PRIORS` (default: the posterior family's,
   N(0, I) or Bernoulli(1/2)); `prior_components` for a mixture prior;
@@ -56,7 +57,8 @@ class VAE(Model):
     capturable = True  # its step may be replayed as a CUDA graph (aevb.graphed)
     settings = ("latent_dim", "net", "hidden", "activation", "likelihood", "sigma", "latent_family",
                 "prior", "prior_components", "beta", "kl", "objective", "iwae_k", "estimator",
-                "baseline", "gumbel_temperature", "posterior", "flow_steps", "flow_hidden", "flow_context")
+                "baseline", "gumbel_temperature", "posterior", "flow_steps", "flow_hidden", "flow_context",
+                "flow_form")
 
     def __init__(self, input_shape=(1, 28, 28), latent_dim: int = 20, net: str = "mlp",
                  hidden=(400, 400), activation: str = "relu", likelihood: str = "bernoulli",
@@ -65,11 +67,12 @@ class VAE(Model):
                  iwae_k: int = 5, estimator: str = "reinforce", baseline: str = "learned",
                  gumbel_temperature: float = 0.5, prior: str | None = None, prior_components: int = 10,
                  posterior: str = "diagonal", flow_steps: int = 2, flow_hidden=(128, 128),
-                 flow_context: bool = False):
+                 flow_context: bool = False, flow_form: str = "affine"):
         super().__init__(input_shape, latent_dim, num_classes, hidden)
         _check_options(objective, estimator, baseline, kl, iwae_k, gumbel_temperature)
-        self.latent = _posterior_family(latent_family, posterior, latent_dim, flow_steps, flow_hidden,
-                                        flow_context)
+        self.latent = _posterior_family(latent_family, posterior, latent_dim,
+                                        dict(steps=flow_steps, hidden=flow_hidden, context=flow_context,
+                                             form=flow_form))
         if objective == "iwae" and not self.latent.reparameterized:
             raise ValueError(f"objective 'iwae' needs a reparameterized latent family (gaussian), "
                              f"not {latent_family!r}; use objective 'elbo'")
@@ -81,7 +84,8 @@ class VAE(Model):
                            num_classes=num_classes, objective=objective, iwae_k=iwae_k,
                            estimator=estimator, baseline=baseline,
                            gumbel_temperature=gumbel_temperature, posterior=posterior,
-                           flow_steps=flow_steps, flow_hidden=list(flow_hidden), flow_context=flow_context)
+                           flow_steps=flow_steps, flow_hidden=list(flow_hidden), flow_context=flow_context,
+                           flow_form=flow_form)
         self.beta, self.kl, self.objective_name, self.iwae_k = beta, kl, objective, iwae_k
         self.estimator, self.gumbel_temperature = estimator, gumbel_temperature
         self.likelihood = make_likelihood(likelihood, sigma, self.input_shape[0])
@@ -108,7 +112,7 @@ class VAE(Model):
         """Configs of earlier versions: the latent family was called "latent"; there was no
         `prior` (the family's default), no `prior_components`, and no `posterior` (the
         diagonal one) with `flow_steps` and `flow_hidden`; IAF posteriors before `flow_context`
-        all had the context."""
+        all had the context, and before `flow_form` all were gated."""
         config = dict(config)
         if "latent" in config:
             config["latent_family"] = config.pop("latent")
@@ -119,6 +123,7 @@ class VAE(Model):
         config.setdefault("flow_steps", 2)
         config.setdefault("flow_hidden", [128, 128])
         config.setdefault("flow_context", config["posterior"] == "iaf")
+        config.setdefault("flow_form", "gated" if config["posterior"] == "iaf" else "affine")
         return config
 
     @classmethod
@@ -208,9 +213,9 @@ class VAE(Model):
 _FUSED_WRITES_OUT = {name: getattr(VAE, name) for name in ("objective", "encode", "decode")}
 
 
-def _posterior_family(latent_family: str, posterior: str, latent_dim: int, flow_steps, flow_hidden,
-                      flow_context: bool):
-    """The posterior family: `latent_family`'s, or an inverse autoregressive flow on it."""
+def _posterior_family(latent_family: str, posterior: str, latent_dim: int, flow: dict):
+    """The posterior family: `latent_family`'s, or an inverse autoregressive flow on it (with
+    the `InverseAutoregressiveFlow` arguments `flow`)."""
     check_choice("posterior", posterior, POSTERIORS)
     family = make_latent_family(latent_family)
     if posterior == "diagonal":
@@ -218,7 +223,7 @@ def _posterior_family(latent_family: str, posterior: str, latent_dim: int, flow_
     if latent_family != "gaussian":
         raise ValueError(f"posterior 'iaf' is a flow over real-valued codes; it needs latent_family "
                          f"'gaussian', not {latent_family!r} (or use posterior 'diagonal')")
-    return InverseAutoregressiveFlow(latent_dim, flow_steps, flow_hidden, flow_context)
+    return InverseAutoregressiveFlow(latent_dim, **flow)
 
 
 def _check_options(objective, estimator, baseline, kl, iwae_k, gumbel_temperature) -> None:

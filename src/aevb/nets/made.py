@@ -35,10 +35,10 @@ class MADE(nn.Module):
     (and on the context). Hidden layers `hidden` with ELU between them; the context enters
     the first hidden layer through an unmasked linear map (0 context units: none).
 
-    The output layer starts at zero weights, m's bias 0 and s's bias `gate_bias`: at
-    initialization m = 0 and s = gate_bias whatever z and h are."""
+    The output layer starts at zero weights, m's bias 0 and s's bias `s_bias`: at
+    initialization m = 0 and s = s_bias whatever z and h are."""
 
-    def __init__(self, order: Tensor, hidden=(128, 128), context_dim: int = 0, gate_bias: float = 2.0):
+    def __init__(self, order: Tensor, hidden=(128, 128), context_dim: int = 0, s_bias: float = 0.0):
         super().__init__()
         d, hidden = order.numel(), [int(h) for h in hidden]
         deg = degrees(order, hidden)
@@ -49,7 +49,7 @@ class MADE(nn.Module):
         self.context = nn.Linear(context_dim, hidden[0], bias=False) if context_dim else None
         with torch.no_grad():
             self.out.weight.zero_()
-            self.out.bias.copy_(torch.cat([torch.zeros(d), torch.full((d,), float(gate_bias))]))
+            self.out.bias.copy_(torch.cat([torch.zeros(d), torch.full((d,), float(s_bias))]))
 
     def forward(self, z: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
         a = self.hidden[0](z)
