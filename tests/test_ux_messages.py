@@ -84,6 +84,7 @@ def test_choices_listed_in_the_config_are_the_real_ones():
     """config.CHOICES is what --help shows; it must equal what the modules accept."""
     from aevb import distributions, plots, training
     from aevb.data import BINARIZE
+    from aevb.distributions.iaf import FORMS
     from aevb.models import MODELS
     from aevb.models import vae
     from aevb.nets import NETS
@@ -94,6 +95,7 @@ def test_choices_listed_in_the_config_are_the_real_ones():
             "kl": ("analytic", "mc"), "latent_family": tuple(distributions.LATENTS),
             "prior": tuple(distributions.PRIORS),
             "estimator": vae.ESTIMATORS, "baseline": vae.BASELINES, "objective": vae.OBJECTIVES, "posterior": vae.POSTERIORS,
+            "flow_form": tuple(FORMS),
             "optimizer": tuple(training.OPTIMIZERS), "precision": training.PRECISIONS,
             "lr_schedule": training.LR_SCHEDULES}
     assert {k: sorted(v) for k, v in config_mod.CHOICES.items()} == {k: sorted(v) for k, v in real.items()}
