@@ -30,7 +30,6 @@ from ..nets.made import MADE
 from .posteriors import DiagonalNormal, sample_with_log_prob
 
 
-
 class AffineStep:
     """z' = exp(s) z + m; starts at s = 0, the identity."""
     start = 0.0
@@ -142,8 +141,9 @@ class InverseAutoregressiveFlow(nn.Module):
     """The posterior family `posterior: iaf`: the encoder's output (N, 2 D + C) is read as
     mu, log sigma^2 (D each) and, with `context`, the context h (C = the MADEs' first hidden
     size; else C = 0), and `steps` MADE steps with hidden sizes `hidden` follow (module
-    docstring), each step of the form `form` ("affine" or "gated"). Without a context each MADE sees z only: in 60 s of MNIST training (offline
-    split, MLP 400-400-20, 2 steps) log p(x) was 3.1 nats better than with it
+    docstring), each step of the form `form` ("affine" or "gated"). Without a context each
+    MADE sees z only: in 60 s of MNIST training (offline split, MLP 400-400-20, 2 steps)
+    log p(x) was 3.1 nats better than with it
     (benchmarks/README.md), so the context is off by default. A module: the MADEs are the
     model's parameters. Declares what every family declares (`aevb.distributions.posteriors`),
     plus `context_dim` and `base`, q0 before the flow."""
