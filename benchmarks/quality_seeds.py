@@ -1,7 +1,11 @@
 """The same-model pairs of quality.py over several training seeds: one run per seed, read
 back from their quality.json files.
 
-    python benchmarks/quality_seeds.py RUN.json [RUN.json ...] [--out FILE.md]
+    python benchmarks/quality_seeds.py RUN.json[:PAIRS] [RUN.json[:PAIRS] ...] [--out FILE.md]
+
+`RUN.json:iwae,vamp` takes only those pairs from that run (named by their aevb entry without
+"aevb-"), e.g. where a later run of the same seed replaces another pair of it. A pair given
+twice for one seed is refused: a repeat is not another seed.
 
 One run's standard errors are over evaluation images only; what a different seed changes
 (the weights' initialization, the batches, the noise, and so the epoch that the held-out
@@ -15,6 +19,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import statistics
 import sys
 from pathlib import Path
@@ -29,6 +34,8 @@ def pair_rows(runs: list[dict]) -> list[dict]:
     for a, b in PAIRS:
         per_seed = []
         for run in runs:
+            if run["pairs"] is not None and a.removeprefix("aevb-") not in run["pairs"]:
+                continue
             ra, rb = run["results"].get(a, {}), run["results"].get(b, {})
             if "log_px" in ra and "log_px" in rb:
                 per_seed.append({"seed": run["seed"], "aevb": ra["log_px"], "pythae": rb["log_px"],
@@ -56,20 +63,45 @@ def report(rows: list[dict], files: list[str]) -> str:
     return "\n".join(out + ["", "Runs: " + ", ".join(files)])
 
 
-def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("runs", nargs="+", help="quality.json files, one per seed")
-    p.add_argument("--out", help="also write the table to this markdown file")
-    a = p.parse_args(argv)
-    runs = []
-    for f in a.runs:
+def read_runs(specs: list[str]) -> list[dict]:
+    """The runs named by RUN.json[:PAIRS] arguments; ValueError (a one-line reason) when a file
+    cannot be read, a pair is unknown, or a pair comes twice for one seed."""
+    known = {a.removeprefix("aevb-") for a, _ in PAIRS}
+    runs, seen = [], {}
+    for spec in specs:
+        f, _, names = spec.partition(":")
+        pairs = set(names.split(",")) if names else None
+        if pairs and not pairs <= known:
+            raise ValueError(f"unknown pair {', '.join(sorted(pairs - known))} in {spec}; "
+                             f"choose from {', '.join(sorted(known))}")
         try:
             d = json.loads(Path(f).read_text())
         except (OSError, ValueError) as e:
-            print(f"cannot read {f}: {e}; give quality.json files written by benchmarks/quality.py", file=sys.stderr)
-            return 2
-        seed = next((int(x) for flag, x in zip(d["command"].split(), d["command"].split()[1:]) if flag == "--seed"), 0)
-        runs.append({"seed": seed, "results": d["results"]})
+            raise ValueError(f"cannot read {f}: {e}; give quality.json files written by benchmarks/quality.py")
+        words = d["command"].split()
+        seed = next((int(x) for flag, x in zip(words, words[1:]) if flag == "--seed"), 0)
+        for a, b in PAIRS:
+            name = a.removeprefix("aevb-")
+            if (pairs is None or name in pairs) and "log_px" in d["results"].get(a, {}) \
+                    and "log_px" in d["results"].get(b, {}):
+                if (name, seed) in seen:
+                    raise ValueError(f"pair {name} at seed {seed} is in both {seen[name, seed]} and {f}; "
+                                     f"keep one, e.g. {f}:PAIRS naming the pairs to take from it")
+                seen[name, seed] = f
+        runs.append({"seed": seed, "results": d["results"], "pairs": pairs})
+    return runs
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("runs", nargs="+", help="quality.json files, one per seed; FILE:vae,iaf takes only those pairs")
+    p.add_argument("--out", help="also write the table to this markdown file")
+    a = p.parse_args(argv)
+    try:
+        runs = read_runs(a.runs)
+    except ValueError as e:
+        print(e, file=sys.stderr)
+        return 2
     title = "# quality.py's same-model pairs over training seeds\n"
     if a.out and Path(a.out).exists() and not Path(a.out).read_text(errors="replace").startswith(title):
         print(f"{a.out} exists and was not written by this script; choose another --out", file=sys.stderr)
@@ -78,11 +110,12 @@ def main(argv=None) -> int:
     print(text)
     if a.out:
         cmd = "python benchmarks/quality_seeds.py " + " ".join(sys.argv[1:] if argv is None else argv)
-        Path(a.out).write_text(title + "\n"
-                               "aevb - pythae in log p(x) (K=5000, 5,000 evaluation images), nats; the target is met "
-                               "when the mean over seeds is >= 0.\n\n" + text + f"\n\nCommand: `{cmd}`\n")
+        tmp = Path(f"{a.out}.tmp{os.getpid()}")
+        tmp.write_text(title + "\n"
+                       "aevb - pythae in log p(x) (K=5000, 5,000 evaluation images), nats; the target is met "
+                       "when the mean over seeds is >= 0.\n\n" + text + f"\n\nCommand: `{cmd}`\n")
+        os.replace(tmp, a.out)  # atomically: the old table or the new one
     return 0
-
 
 if __name__ == "__main__":
     sys.exit(main())

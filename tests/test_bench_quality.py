@@ -115,3 +115,27 @@ def test_quality_seeds_combines_the_pairs_over_seeds(tmp_path):
     assert refused.returncode == 2 and "not written by this script" in refused.stderr
     assert mine.read_text() == "my notes\n"
     subprocess.run([sys.executable, str(bench / "quality_seeds.py"), *files, "--out", str(out)], check=True)  # its own file
+
+
+def test_quality_seeds_takes_named_pairs_and_refuses_repeats(tmp_path):
+    """RUN.json:PAIRS takes only those pairs from a run; the same pair twice at one seed, or
+    an unknown pair, is refused in one line (exit 2)."""
+    bench = Path(__file__).resolve().parents[1] / "benchmarks"
+    old, new = tmp_path / "old.json", tmp_path / "new.json"
+    old.write_text(json.dumps({"command": "python benchmarks/quality.py",
+                               "results": {"aevb-vae": {"log_px": -99.0}, "pythae-vae": {"log_px": -97.0},
+                                           "aevb-iwae": {"log_px": -95.0}, "pythae-iwae": {"log_px": -96.0}}}))
+    new.write_text(json.dumps({"command": "python benchmarks/quality.py --seed 0",
+                               "results": {"aevb-vae": {"log_px": -97.5}, "pythae-vae": {"log_px": -97.0}}}))
+
+    def run(*args):
+        return subprocess.run([sys.executable, str(bench / "quality_seeds.py"), *map(str, args)],
+                              capture_output=True, text=True)
+    both = run(old, new)
+    assert both.returncode == 2 and "pair vae at seed 0 is in both" in both.stderr and "Traceback" not in both.stderr
+    picked = run(f"{old}:iwae", new)
+    assert picked.returncode == 0, picked.stderr
+    assert "seed 0: -0.50 (-97.50 vs -97.00)" in picked.stdout and "seed 0: +1.00 (-95.00 vs -96.00)" in picked.stdout
+    assert "-99.00" not in picked.stdout  # the old run's VAE pair was not taken
+    unknown = run(f"{old}:vea")
+    assert unknown.returncode == 2 and "unknown pair vea" in unknown.stderr
