@@ -34,8 +34,6 @@ def pair_rows(runs: list[dict]) -> list[dict]:
     for a, b in PAIRS:
         per_seed = []
         for run in runs:
-            if run["pairs"] is not None and a.removeprefix("aevb-") not in run["pairs"]:
-                continue
             ra, rb = run["results"].get(a, {}), run["results"].get(b, {})
             if "log_px" in ra and "log_px" in rb:
                 per_seed.append({"seed": run["seed"], "aevb": ra["log_px"], "pythae": rb["log_px"],
@@ -78,17 +76,18 @@ def read_runs(specs: list[str]) -> list[dict]:
             d = json.loads(Path(f).read_text())
         except (OSError, ValueError) as e:
             raise ValueError(f"cannot read {f}: {e}; give quality.json files written by benchmarks/quality.py")
-        words = d["command"].split()
+        words = str(d.get("command", "")).split()
         seed = next((int(x) for flag, x in zip(words, words[1:]) if flag == "--seed"), 0)
+        results = {k: v for k, v in d.get("results", {}).items()
+                   if pairs is None or k.split("-", 1)[-1] in pairs}
         for a, b in PAIRS:
-            name = a.removeprefix("aevb-")
-            if (pairs is None or name in pairs) and "log_px" in d["results"].get(a, {}) \
-                    and "log_px" in d["results"].get(b, {}):
+            if "log_px" in results.get(a, {}) and "log_px" in results.get(b, {}):
+                name = a.removeprefix("aevb-")
                 if (name, seed) in seen:
                     raise ValueError(f"pair {name} at seed {seed} is in both {seen[name, seed]} and {f}; "
                                      f"keep one, e.g. {f}:PAIRS naming the pairs to take from it")
                 seen[name, seed] = f
-        runs.append({"seed": seed, "results": d["results"], "pairs": pairs})
+        runs.append({"seed": seed, "results": results})
     return runs
 
 
@@ -116,6 +115,7 @@ def main(argv=None) -> int:
                        "when the mean over seeds is >= 0.\n\n" + text + f"\n\nCommand: `{cmd}`\n")
         os.replace(tmp, a.out)  # atomically: the old table or the new one
     return 0
+
 
 if __name__ == "__main__":
     sys.exit(main())
