@@ -19,10 +19,11 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
 import statistics
 import sys
 from pathlib import Path
+
+from aevb.serialization import atomic_write
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from quality import PAIRS  # noqa: E402
@@ -109,11 +110,9 @@ def main(argv=None) -> int:
     print(text)
     if a.out:
         cmd = "python benchmarks/quality_seeds.py " + " ".join(sys.argv[1:] if argv is None else argv)
-        tmp = Path(f"{a.out}.tmp{os.getpid()}")
-        tmp.write_text(title + "\n"
-                       "aevb - pythae in log p(x) (K=5000, 5,000 evaluation images), nats; the target is met "
-                       "when the mean over seeds is >= 0.\n\n" + text + f"\n\nCommand: `{cmd}`\n")
-        os.replace(tmp, a.out)  # atomically: the old table or the new one
+        atomic_write(a.out, (title + "\n"
+                             "aevb - pythae in log p(x) (K=5000, 5,000 evaluation images), nats; the target is met "
+                             "when the mean over seeds is >= 0.\n\n" + text + f"\n\nCommand: `{cmd}`\n").encode())
     return 0
 
 
