@@ -152,6 +152,21 @@ def test_a_single_nan_weight_is_refused_on_resume(good, tmp_path):
         _resume(path)
 
 
+@pytest.mark.parametrize("kernels", [[], {"100x64x48": 1}, {"\u00b2x1x1": True}, {"100x64": True},
+                                     {"1x2x3x4": False}])
+def test_a_malformed_kernel_choice_is_refused_on_resume(good, tmp_path, kernels):
+    """The kernel choices a checkpoint records (ROWSxINxOUT: true/false) are checked before
+    resume takes them back."""
+    raw, _ = good
+    path = tmp_path / "checkpoint.safetensors"
+    tensors, meta = load_tensors_bytes(path, raw)
+    save_tensors(path, tensors, {**meta, "trainer": {**meta["trainer"], "kernels": {"100x64x48": True}}})
+    _resume(path)  # a well-formed one loads
+    save_tensors(path, tensors, {**meta, "trainer": {**meta["trainer"], "kernels": kernels}})
+    with pytest.raises(CheckpointError, match="kernels"):
+        _resume(path)
+
+
 # ----------------------------------------------------------------------------- no pickles
 class Payload:
     """Unpickling this creates a marker file (it could as well run os.system)."""

@@ -59,6 +59,41 @@ def test_resume_equals_uninterrupted_training(digits, tmp_path):
     assert (tmp_path / "split" / "metrics.jsonl").read_text().count("\n") == 4
 
 
+def test_resume_takes_back_the_kernel_choices(digits, tmp_path, monkeypatch):
+    """The measured Linear kernel (oneDNN or MKL, aevb.nets.linear) is saved with the
+    checkpoint and taken back on resume: a resumed process that would have measured the
+    other kernel still continues bit for bit. Without taking it back it would not (the two
+    kernels round differently)."""
+    import aevb.nets.linear as L
+    from aevb import training
+    monkeypatch.delenv("AEVB_ONEDNN", raising=False)
+    monkeypatch.setattr(L, "_OK", None)
+    if not L.onednn_ok():
+        pytest.skip("oneDNN's linear is not available in this torch build")
+
+    def process(measures_onednn: bool):  # a fresh process whose measurement picks one kernel
+        monkeypatch.setattr(L, "_CHOICE", {})
+        monkeypatch.setattr(L, "_measure", lambda *shape: measures_onednn)
+
+    def model():  # 64 -> 48 -> ...: layers of more than 32 inputs, whose kernel is measured
+        torch.manual_seed(1)
+        return VAE(SHAPE, latent_dim=2, hidden=(48,))
+    process(True)
+    fit(model(), digits, tmp_path / "whole")
+    kernels = load_tensors(tmp_path / "whole" / "checkpoint.safetensors")[1]["trainer"]["kernels"]
+    assert kernels and all(kernels.values()) and "100x64x48" in kernels
+    for restore, name in ((True, "split"), (False, "forgot")):
+        process(True)
+        fit(model(), digits, tmp_path / name, epochs=2)
+        process(False)
+        if not restore:
+            monkeypatch.setattr(training.linear, "restore_choices", lambda saved: None)
+        fit(model(), digits, tmp_path / name, resume=True)
+    assert_same(tmp_path / "whole", tmp_path / "split")
+    with pytest.raises(AssertionError):
+        assert_same(tmp_path / "whole", tmp_path / "forgot")
+
+
 def before_each_step(monkeypatch, action):
     """Calls `action()` before every training step. The model stays the plain VAE, so the
     steps are those an unpatched run takes."""

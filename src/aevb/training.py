@@ -46,6 +46,7 @@ from .data import hold_out
 from .data.transforms import noisy_inputs
 from .objectives import objective_terms
 from .optim import OPTIMIZERS, PRECISIONS, LeanAdam, make_optimizer
+from .nets import linear
 from .progress import Reporter
 from .serialization import atomic_write
 
@@ -284,6 +285,7 @@ def open_run_dir(loop: Loop, out, resume: bool, overwrite: bool, config: dict) -
         loop.state = load_checkpoint(run.dir / "checkpoint.safetensors", model, loop.opt, ctx)
         run.history = [r for r in loop.state.pop("history") if "steps" not in r]  # a time limit's partial epoch goes
         loop.best = loop.state.pop("best_weights", None)
+        linear.restore_choices(loop.state.pop("kernels", {}))  # the kernels it started with
         if ctx.main:
             _rewrite_metrics(run.dir, run.history)
 
@@ -546,7 +548,8 @@ def checkpoint(loop: Loop) -> None:
     rng = distributed.gather(distributed.rng_state(loop.ctx), loop.ctx)  # collective: every rank
     if loop.run.dir is not None and loop.ctx.main:
         save_checkpoint(loop.run.dir / "checkpoint.safetensors", loop.model, loop.opt,
-                        {**loop.state, "history": loop.run.history}, rng, best=loop.best)
+                        {**loop.state, "history": loop.run.history, "kernels": linear.choices()},
+                        rng, best=loop.best)
 
 
 class _Sums:
