@@ -347,7 +347,8 @@ def main(argv=None) -> int:
             print(f"  {us:9.1f} us/step  {calls:6.1f} calls/step  {name}")
     res["machine"]["load_after"] = round(os.getloadavg()[0], 2)
     if a.json:
-        Path(a.json).write_text(json.dumps(res, indent=2) + "\n")
+        from aevb.serialization import atomic_write
+        atomic_write(a.json, (json.dumps(res, indent=2) + "\n").encode())
     return 0
 
 

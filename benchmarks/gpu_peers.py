@@ -88,7 +88,8 @@ def main(argv=None) -> int:
     print(f"aevb / examples-style on {a.device}, batch {a.batch_size}: {res['median_ratio']:.2f}x; "
           f"aevb / aevb without the CUDA graph: {res['median_graph_gain']:.2f}x (medians of {a.rounds} rounds)")
     if a.json:
-        Path(a.json).write_text(json.dumps(res, indent=2) + "\n")
+        from aevb.serialization import atomic_write
+        atomic_write(a.json, (json.dumps(res, indent=2) + "\n").encode())
     return 0
 
 

@@ -28,6 +28,7 @@ import torch
 from aevb import VAE, data, train
 from aevb.evaluation import elbo_terms, log_likelihood
 from aevb.models import Autoencoder
+from aevb.serialization import atomic_write
 from aevb.quality.samples import evaluate_samples
 from aevb.samplers import GMMSampler
 
@@ -120,7 +121,7 @@ def write_markdown(rows, args, path: Path, seconds: float) -> None:
             f"{r['domain_recall']:.3f} | {r['mean_max_prob']:.3f} | {r['class_entropy']:.3f} | {r['recon_mse']:.4f} |")
     lines += ["", _notes(rows, args)]
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text("\n".join(lines) + "\n")
+    atomic_write(path, ("\n".join(lines) + "\n").encode())
 
 
 def _notes(rows, args) -> str:

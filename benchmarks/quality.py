@@ -385,11 +385,12 @@ def write_report(out: Path, args, argv, results: dict, info: dict, started: str,
           f"Machine: {info.get('platform')}, python {info.get('python')}, commit {info.get('commit')}; "
           f"load average before / after: {info['load_before']:.2f} / {info['load_after']:.2f}", "",
           "```", info.get("lscpu", "").strip(), "```", ""]
+    from aevb.serialization import atomic_write
     out.mkdir(parents=True, exist_ok=True)
-    (out / "quality.md").write_text("\n".join(md))
-    (out / "quality.json").write_text(json.dumps({"command": cmd, "started": started, "args": vars(args),
-                                                  "machine": info, "results": results,
-                                                  "verdicts": verdicts(results)}, indent=1) + "\n")
+    atomic_write(out / "quality.md", "\n".join(md).encode())
+    atomic_write(out / "quality.json", (json.dumps({"command": cmd, "started": started, "args": vars(args),
+                                                    "machine": info, "results": results,
+                                                    "verdicts": verdicts(results)}, indent=1) + "\n").encode())
 
 
 def parse(argv):

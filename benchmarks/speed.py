@@ -922,7 +922,8 @@ def main(argv=None):
         say(f"\nNOTE: other processes used more than {BUSY_SHARE:.0%} of the CPUs during {len(busy)} "
             "measurement(s), marked BUSY: those numbers are measured on a busy machine.")
     if args.json:
-        Path(args.json).write_text(json.dumps(out, indent=1) + "\n")
+        from aevb.serialization import atomic_write
+        atomic_write(args.json, (json.dumps(out, indent=1) + "\n").encode())
         say(f"wrote {args.json}")
 
 
