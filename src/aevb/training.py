@@ -44,9 +44,9 @@ from . import diagnostics, distributed, graphed, rundir, runtime
 from .checkpoint import TrainingError, load_checkpoint, save_checkpoint
 from .data import hold_out
 from .data.transforms import noisy_inputs
+from .nets import linear
 from .objectives import objective_terms
 from .optim import OPTIMIZERS, PRECISIONS, LeanAdam, make_optimizer
-from .nets import linear
 from .progress import Reporter
 from .serialization import atomic_write
 
