@@ -28,9 +28,9 @@ import torch
 from aevb import VAE, data, train
 from aevb.evaluation import elbo_terms, log_likelihood
 from aevb.models import Autoencoder
-from aevb.serialization import atomic_write
 from aevb.quality.samples import evaluate_samples
 from aevb.samplers import GMMSampler
+from aevb.serialization import atomic_write
 
 HERE = Path(__file__).resolve().parent
 SHAPE = (1, 28, 28)

@@ -7,13 +7,13 @@ model configs are upgraded (`aevb.models.base.upgrade_config`) before they are c
 from __future__ import annotations
 
 import math
-import re
 from pathlib import Path
 
 import torch
 
 from . import distributed
 from .models.base import load_state, upgrade_config
+from .nets import linear
 from .serialization import CheckpointError, load_tensors, save_tensors
 
 
@@ -117,10 +117,7 @@ def _check_trainer(path, trainer: dict) -> None:
         _damaged(path, "trainer state 'sums' is not a dict of numbers")
     if not isinstance(history, list) or not all(isinstance(r, dict) for r in history):
         _damaged(path, "trainer state 'history' is not a list of records")
-    kernels = trainer.get("kernels", {})  # absent in checkpoints before 2026-12-01
-    if not isinstance(kernels, dict) or not all(
-            isinstance(v, bool) and re.fullmatch(r"[0-9]{1,9}x[0-9]{1,9}x[0-9]{1,9}", k)
-            for k, v in kernels.items()):
+    if not linear.are_choices(trainer.get("kernels", {})):  # absent before 2026-12-01
         _damaged(path, "trainer state 'kernels' is not a dict of ROWSxINxOUT: true/false")
 
 

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 import time
 
 import torch
@@ -79,6 +80,12 @@ def choices() -> dict[str, bool]:
     """The kernel chosen so far for each shape, {"ROWSxINxOUT": oneDNN?}: what a checkpoint
     saves."""
     return {"x".join(map(str, k)): v for k, v in _CHOICE.items()}
+
+
+def are_choices(saved) -> bool:
+    """Whether `saved` has the form `choices` returns (checked before a resume takes it back)."""
+    return isinstance(saved, dict) and all(
+        isinstance(v, bool) and re.fullmatch(r"[0-9]{1,9}x[0-9]{1,9}x[0-9]{1,9}", k) for k, v in saved.items())
 
 
 def restore_choices(saved: dict[str, bool]) -> None:
