@@ -58,8 +58,9 @@ def main(argv=None) -> None:
     a = p.parse_args(argv)
     if a.lr_schedule == "cosine" and a.epochs is None:
         p.error("--lr-schedule cosine decays over --epochs: give --epochs (e.g. the number that fits in --minutes)")
-    if a.out and Path(a.out).exists() and any(Path(a.out).iterdir()):  # never replace others' files
-        p.error(f"--out {a.out} is not empty: give a new or empty folder")
+    out = Path(a.out) if a.out else None
+    if out and (out.is_symlink() or out.exists() and (not out.is_dir() or any(out.iterdir()))):
+        p.error(f"--out {a.out} is not a new or empty folder: give one (nothing there is replaced)")
     torch.manual_seed(0)
     ds = data.load(f"folder:{CIFAR}", image_size=32, progress=False)
     model = VAE((3, 32, 32), a.latent, net=a.net, hidden=[int(h) for h in a.hidden.split(",")],
@@ -84,9 +85,8 @@ def main(argv=None) -> None:
                       "config": vars(a)}), flush=True)
     if a.out:
         from aevb import plots
-        out = Path(a.out)
         out.mkdir(parents=True, exist_ok=True)
-        model.save(out / "model.safetensors")
+        model.save(out)  # model.safetensors and config.json
         plots.samples(model, out / "samples.png")
         plots.reconstructions(model, ds.test, out / "reconstructions.png")
 

@@ -19,6 +19,8 @@ from collections import defaultdict
 
 import numpy as np
 
+import result_files
+
 
 def start(run: str, data_dir: str | None) -> tuple[subprocess.Popen, str]:
     cmd = [sys.executable, "-m", "aevb", "explore", run, "--port", "0", "--no-browser"]
@@ -76,11 +78,16 @@ def draw_four(page) -> None:
 
 
 def screenshot(page, path: str) -> None:
-    """The whole page as a 256-colour PNG (small enough for the repository)."""
-    from PIL import Image
+    """The whole page as a 256-colour PNG (small enough for the repository), which names
+    this script in a text chunk (result_files: a later run may replace it)."""
+    from PIL import Image, PngImagePlugin
     page.evaluate("window.scrollTo(0, 0)")
     img = Image.open(io.BytesIO(page.screenshot(full_page=True))).convert("RGB")
-    img.quantize(256, dither=Image.Dither.NONE).save(path, optimize=True)
+    info = PngImagePlugin.PngInfo()
+    info.add_text("Software", "python benchmarks/explore.py")
+    buf = io.BytesIO()
+    img.quantize(256, dither=Image.Dither.NONE).save(buf, format="PNG", optimize=True, pnginfo=info)
+    result_files.write(path, buf.getvalue(), "explore.py")
     print(f"screenshot: {path}")
 
 
@@ -91,6 +98,8 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=60)
     ap.add_argument("--screenshot", default=None)
     args = ap.parse_args()
+    if args.screenshot:
+        result_files.check(args.screenshot, "explore.py")
     from playwright.sync_api import sync_playwright
     proc, url = start(args.run, args.data_dir)
     times = defaultdict(list)

@@ -44,6 +44,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+import result_files
+
 REPO = Path(__file__).resolve().parents[1]
 DEVICE = torch.device("cpu")  # --device: on a GPU the candidates are cuBLAS / cuDNN only
 DATA_DIR = REPO.parent / "shared" / "data" / "mnist"
@@ -328,9 +330,12 @@ def main(argv=None) -> int:
     p.add_argument("--compile", action="store_true", help="aevb's step with compile=True (torch.compile)")
     p.add_argument("--json", default=None)
     a = p.parse_args(argv)
+    if a.json:
+        result_files.check(a.json, "floor.py")
     global DEVICE
     DEVICE = torch.device(a.device)
-    res = {"machine": machine(), "device": str(DEVICE), "results": []}
+    res = {"command": " ".join(["python benchmarks/floor.py", *(sys.argv[1:] if argv is None else argv)]),
+           "machine": machine(), "device": str(DEVICE), "results": []}
     if DEVICE.type == "cuda":
         res["machine"]["gpu"] = torch.cuda.get_device_name(DEVICE)
     jobs = ([("mlp", 100), ("mlp", 1000), ("conv", 100), "eval"] if a.all else
@@ -347,8 +352,7 @@ def main(argv=None) -> int:
             print(f"  {us:9.1f} us/step  {calls:6.1f} calls/step  {name}")
     res["machine"]["load_after"] = round(os.getloadavg()[0], 2)
     if a.json:
-        from aevb.serialization import atomic_write
-        atomic_write(a.json, (json.dumps(res, indent=2) + "\n").encode())
+        result_files.write(a.json, json.dumps(res, indent=2) + "\n", "floor.py")
     return 0
 
 

@@ -23,6 +23,9 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE / "peers"))
+
+import result_files  # noqa: E402
+
 DATA_DIR = HERE.parent.parent / "shared" / "data" / "mnist"
 
 
@@ -70,6 +73,8 @@ def main(argv=None) -> int:
     if a.worker:
         print(json.dumps(aevb_worker(a.device, a.batch_size, a.epochs)))
         return 0
+    if a.json:
+        result_files.check(a.json, "gpu_peers.py")
     common = ["--device", a.device, "--batch-size", str(a.batch_size), "--epochs", str(a.epochs)]
     rounds = []
     for i in range(a.rounds):
@@ -82,14 +87,14 @@ def main(argv=None) -> int:
         print(f"round {i + 1}: aevb {ours['images_per_s']:,.0f} images/s (AEVB_GRAPH=0: "
               f"{eager['images_per_s']:,.0f}), examples-style {peer['images_per_s']:,.0f}: "
               f"{rounds[-1]['ratio']:.2f}x ({ours['data']} data)", flush=True)
-    res = {"device": a.device, "batch_size": a.batch_size, "rounds": rounds,
+    res = {"command": " ".join(["python benchmarks/gpu_peers.py", *(sys.argv[1:] if argv is None else argv)]),
+           "device": a.device, "batch_size": a.batch_size, "rounds": rounds,
            "median_ratio": statistics.median(r["ratio"] for r in rounds),
            "median_graph_gain": statistics.median(r["graph_gain"] for r in rounds)}
     print(f"aevb / examples-style on {a.device}, batch {a.batch_size}: {res['median_ratio']:.2f}x; "
           f"aevb / aevb without the CUDA graph: {res['median_graph_gain']:.2f}x (medians of {a.rounds} rounds)")
     if a.json:
-        from aevb.serialization import atomic_write
-        atomic_write(a.json, (json.dumps(res, indent=2) + "\n").encode())
+        result_files.write(a.json, json.dumps(res, indent=2) + "\n", "gpu_peers.py")
     return 0
 
 

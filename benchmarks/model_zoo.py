@@ -30,7 +30,8 @@ from aevb.evaluation import elbo_terms, log_likelihood
 from aevb.models import Autoencoder
 from aevb.quality.samples import evaluate_samples
 from aevb.samplers import GMMSampler
-from aevb.serialization import atomic_write
+
+import result_files
 
 HERE = Path(__file__).resolve().parent
 SHAPE = (1, 28, 28)
@@ -120,8 +121,7 @@ def write_markdown(rows, args, path: Path, seconds: float) -> None:
             f"{_f(r.get('recall'), '{:.3f}')} | {r['domain_fid']:.1f} | {r['domain_precision']:.3f} | "
             f"{r['domain_recall']:.3f} | {r['mean_max_prob']:.3f} | {r['class_entropy']:.3f} | {r['recon_mse']:.4f} |")
     lines += ["", _notes(rows, args)]
-    path.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write(path, ("\n".join(lines) + "\n").encode())
+    result_files.write(path, "\n".join(lines) + "\n", "model_zoo.py")
 
 
 def _notes(rows, args) -> str:
@@ -148,6 +148,7 @@ def main():
     p.add_argument("--data-dir", default=str(HERE.parent.parent / "shared" / "data" / "mnist"))
     p.add_argument("--out", default=str(HERE / "results" / "model_zoo.md"))
     args = p.parse_args()
+    result_files.check(args.out, "model_zoo.py")
     t = time.perf_counter()
     rows = run_zoo(args)
     write_markdown(rows, args, Path(args.out), time.perf_counter() - t)

@@ -54,6 +54,8 @@ import sys
 import time
 from pathlib import Path
 
+import result_files
+
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 DATA_DIR = REPO.parent / "shared" / "data" / "mnist"
@@ -385,12 +387,10 @@ def write_report(out: Path, args, argv, results: dict, info: dict, started: str,
           f"Machine: {info.get('platform')}, python {info.get('python')}, commit {info.get('commit')}; "
           f"load average before / after: {info['load_before']:.2f} / {info['load_after']:.2f}", "",
           "```", info.get("lscpu", "").strip(), "```", ""]
-    from aevb.serialization import atomic_write
-    out.mkdir(parents=True, exist_ok=True)
-    atomic_write(out / "quality.md", "\n".join(md).encode())
-    atomic_write(out / "quality.json", (json.dumps({"command": cmd, "started": started, "args": vars(args),
-                                                    "machine": info, "results": results,
-                                                    "verdicts": verdicts(results)}, indent=1) + "\n").encode())
+    result_files.write(out / "quality.md", "\n".join(md), "quality.py")
+    result_files.write(out / "quality.json", json.dumps({"command": cmd, "started": started, "args": vars(args),
+                                                        "machine": info, "results": results,
+                                                        "verdicts": verdicts(results)}, indent=1) + "\n", "quality.py")
 
 
 def parse(argv):
@@ -431,9 +431,10 @@ def main(argv=None) -> int:
     if unknown:
         print(f"unknown model {unknown[0]!r}; choose from {', '.join(m[0] for m in MODELS)}", file=sys.stderr)
         return 2
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
+    out = result_files.check_folder(args.out, ("quality.md", "quality.json", "quality.log"), "quality.py")
     log = out / "quality.log"
+    if not log.exists():
+        result_files.write(log, "# the workers' output, appended by python benchmarks/quality.py\n", "quality.py")
     started = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     info = {**machine(), "load_before": load_text()}
     results, labels = {}, {}

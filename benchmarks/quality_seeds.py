@@ -23,9 +23,8 @@ import statistics
 import sys
 from pathlib import Path
 
-from aevb.serialization import atomic_write
-
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+import result_files  # noqa: E402
 from quality import PAIRS  # noqa: E402
 
 
@@ -102,17 +101,15 @@ def main(argv=None) -> int:
     except ValueError as e:
         print(e, file=sys.stderr)
         return 2
-    title = "# quality.py's same-model pairs over training seeds\n"
-    if a.out and Path(a.out).exists() and not Path(a.out).read_text(errors="replace").startswith(title):
-        print(f"{a.out} exists and was not written by this script; choose another --out", file=sys.stderr)
-        return 2
+    if a.out:
+        result_files.check(a.out, "quality_seeds.py")
     text = report(pair_rows(runs), a.runs)
     print(text)
     if a.out:
         cmd = "python benchmarks/quality_seeds.py " + " ".join(sys.argv[1:] if argv is None else argv)
-        atomic_write(a.out, (title + "\n"
-                             "aevb - pythae in log p(x) (K=5000, 5,000 evaluation images), nats; the target is met "
-                             "when the mean over seeds is >= 0.\n\n" + text + f"\n\nCommand: `{cmd}`\n").encode())
+        result_files.write(a.out, "# quality.py's same-model pairs over training seeds\n\n"
+                           "aevb - pythae in log p(x) (K=5000, 5,000 evaluation images), nats; the target is met "
+                           "when the mean over seeds is >= 0.\n\n" + text + f"\n\nCommand: `{cmd}`\n", "quality_seeds.py")
     return 0
 
 

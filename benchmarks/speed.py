@@ -57,6 +57,8 @@ import sys
 import time
 from pathlib import Path
 
+import result_files
+
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 DATA_DIR = REPO.parent / "shared" / "data" / "mnist"
@@ -741,6 +743,8 @@ def main(argv=None):
     args = p.parse_args(argv)
     if args.worker:
         return worker_main(args.worker, json.loads(args.spec))
+    if args.json:
+        result_files.check(args.json, "speed.py")
 
     q = args.quick
     skip = {s.strip() for s in args.skip.split(",") if s.strip()}
@@ -752,7 +756,8 @@ def main(argv=None):
     base = {"data_dir": args.data_dir, "limit": limit, "threads": args.threads}
     conv_hidden = [int(c) for c in args.conv_hidden.split(",")]
     mlp100 = {**base, "net": "mlp", "hidden": [400, 400], "batch_size": 100, "epochs": epochs}
-    out = {"machine": machine_info(), "quick": q, "settings": {
+    out = {"command": " ".join(["python benchmarks/speed.py", *(sys.argv[1:] if argv is None else argv)]),
+           "machine": machine_info(), "quick": q, "settings": {
         "epochs": epochs, "conv_epochs": conv_epochs, "rounds": rounds, "budgets_s": budgets,
         "limit": limit, "threads": args.threads}, "notes": []}
     say = lambda *a: print(*a, flush=True)  # noqa: E731
@@ -922,8 +927,7 @@ def main(argv=None):
         say(f"\nNOTE: other processes used more than {BUSY_SHARE:.0%} of the CPUs during {len(busy)} "
             "measurement(s), marked BUSY: those numbers are measured on a busy machine.")
     if args.json:
-        from aevb.serialization import atomic_write
-        atomic_write(args.json, (json.dumps(out, indent=1) + "\n").encode())
+        result_files.write(args.json, json.dumps(out, indent=1) + "\n", "speed.py")
         say(f"wrote {args.json}")
 
 

@@ -112,7 +112,7 @@ def test_quality_seeds_combines_the_pairs_over_seeds(tmp_path):
     mine.write_text("my notes\n")
     refused = subprocess.run([sys.executable, str(bench / "quality_seeds.py"), *files, "--out", str(mine)],
                              capture_output=True, text=True)
-    assert refused.returncode == 2 and "not written by this script" in refused.stderr
+    assert refused.returncode == 2 and "not written by benchmarks/quality_seeds.py" in refused.stderr
     assert mine.read_text() == "my notes\n"
     subprocess.run([sys.executable, str(bench / "quality_seeds.py"), *files, "--out", str(out)], check=True)  # its own file
 
