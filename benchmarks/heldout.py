@@ -3,6 +3,7 @@
 
     python benchmarks/heldout.py '{"prior": "mog", "objective": "iwae", "iwae_k": 5}' --budget 150
     python benchmarks/heldout.py '{"prior": "mog", "activation": "gated"}' --budget 150
+    python benchmarks/heldout.py '{"ema": 0.999}' --budget 150   # with weight averaging
 
 Trains an aevb model (MLP 784-400-400-20 and the settings given as JSON config keys; Adam 1e-3,
 batch 100) on the offline MNIST split's 10,000 fitting images less `--validation` held out
@@ -46,7 +47,7 @@ def main(argv=None) -> int:
     no_test = dataclasses.replace(ds, test=data.subset(ds.test, 100))  # the per-epoch test: a token 100
     run = train(model, no_test, epochs=10**6, batch_size=100, lr=1e-3, seed=0, progress=False,
                 tensorboard=False, time_limit=args.budget, warmup_epochs=cfg.warmup_epochs,
-                validation=args.validation, keep_best=True)
+                validation=args.validation, keep_best=True, ema=cfg.ema)
     for r in run.history[::max(1, len(run.history) // 12)] + run.history[-1:]:
         print(r["epoch"], f"{r['seconds']:.0f} s", {k: round(v, 2) for k, v in r.items() if k.startswith("val_")})
     val = data.hold_out(ds, args.validation)[1]

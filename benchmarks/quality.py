@@ -19,6 +19,12 @@ limited run thus returns the best epoch seen, which guards against the overfitti
 images allow (aevb's plain VAE, 222 epochs in 150 s, was past its best test ELBO).
 `--validation 0`: no selection, all 10,000 train, the last weights are scored.
 
+Weight averaging (`--ema`, default 0.999): aevb's models keep a moving average of their
+weights (`aevb.train(ema=)`, aevb.averaging), which their per-epoch validation, the best epoch
+and the final score use; pythae has no such option, and its models are scored with their own
+weights. `--ema 0` scores aevb's last (best-epoch) weights too. The decay was chosen on the
+held-out images (benchmarks/README.md, issue 15's section), not on the evaluation images.
+
 Each model trains in its own process for `--budget` seconds of wall clock (Adam, lr 1e-3,
 batch 100; MLP 784-400-400-20, ReLU, Bernoulli decoder; the two-layer model has Burda et
 al.'s 784-200-200-100-100-100-50 and a 100-epoch KL warm-up, chosen on held-out images
@@ -134,11 +140,11 @@ def w_aevb(spec) -> dict:
     small = dataclasses.replace(ds, test=subset(ds.test, EPOCH_TEST_IMAGES[bool(n_val)]))
     run = train(model, small, epochs=10**6, batch_size=100, lr=1e-3, seed=spec["seed"], progress=False,
                 tensorboard=False, time_limit=spec["budget"], warmup_epochs=cfg.warmup_epochs,
-                validation=n_val, keep_best=bool(n_val))
+                validation=n_val, keep_best=bool(n_val), ema=spec.get("ema") or None)
     last = run.last
     steps = math.ceil((len(ds.train) - n_val) / 100)
     epochs = last["epoch"] - 1 + last["steps"] / steps if "steps" in last else last["epoch"]
-    return {"epochs": epochs, "train_seconds": last["seconds"], "settings": settings,
+    return {"epochs": epochs, "train_seconds": last["seconds"], "settings": settings, "ema": spec.get("ema") or None,
             "best_epoch": last.get("best_epoch"),
             "parameters": sum(p.numel() for p in model.parameters()), **_score(model, ds, spec)}
 
@@ -406,6 +412,9 @@ def parse(argv):
     p.add_argument("--seed", type=int, default=0, help="training seed of every model (0): weights, batches, noise")
     p.add_argument("--validation", type=int, default=1000,
                    help="fitting images held out to keep each model's best epoch by, both libraries (1000; 0: none)")
+    p.add_argument("--ema", type=float, default=0.999,
+                   help="aevb's models: decay of the weight average that is evaluated (0.999; 0: the last "
+                        "weights, as pythae); pythae has no weight averaging")
     p.add_argument("--rows", type=int, default=2000, help="latent vectors per decoder call in the estimator")
     p.add_argument("--probe", type=int, default=None,
                    help="also time K=5000 on this many images per model, for the projected time of a "
@@ -442,7 +451,7 @@ def main(argv=None) -> int:
     for key, label, who, settings in sorted((m for m in MODELS if m[0] in chosen), key=lambda m: chosen.index(m[0])):
         spec = {"settings": settings, "budget": args.budget, "k": args.k, "eval_n": args.eval_n,
                 "components": args.components, "flow_steps": args.flow_steps, "rows": args.rows,
-                "validation": args.validation, "seed": args.seed, "memory_gb": args.memory_gb,
+                "validation": args.validation, "seed": args.seed, "memory_gb": args.memory_gb, "ema": args.ema,
                 "data_dir": args.data_dir, "pythae_python": args.pythae_python, "probe": probe}
         print(f"{label}: training {args.budget:g} s, then K={args.k} on {args.eval_n} images ...", flush=True)
         r = results[key] = run_worker(who, spec, log)
@@ -453,6 +462,9 @@ def main(argv=None) -> int:
                       else (r.get("skipped") or r.get("error"))), flush=True)
     info["load_after"] = load_text()
     notes = [projection(results, probe)] if any(map(projected_eval_seconds, results.values())) else []
+    notes.append(f"Weight averaging: aevb's models evaluate (and select epochs by) the moving average of their "
+                 f"weights, `train(ema={args.ema:g})`; pythae has none." if args.ema else
+                 "Weight averaging: off (--ema 0): every model is scored with its own weights.")
     print("\n" + table(results, labels) + "\n")
     for line in verdicts(results) + notes:
         print(line)

@@ -1,5 +1,6 @@
 """Run by tests/test_distributed.py under torchrun: trains a deterministic VAE (z = posterior
-mean, so that no per-rank noise enters) and writes a checkpoint in OUT."""
+mean, so that no per-rank noise enters), with a weight average (`ema`), and writes a checkpoint
+in OUT."""
 import os
 import sys
 
@@ -8,6 +9,9 @@ from torch.distributions import kl_divergence
 
 from aevb import VAE, data, train
 from aevb.models.base import register
+
+
+EMA = 0.9
 
 
 @register("mean-vae")
@@ -26,7 +30,7 @@ def run(out, epochs, limit=1280):
     torch.manual_seed(0)
     model = MeanVAE(ds.shape, latent_dim=3, hidden=[32])
     return train(model, ds, epochs=epochs, batch_size=64, lr=3e-3, out=out, progress=False,
-                 tensorboard=False, device="cpu")
+                 tensorboard=False, device="cpu", ema=EMA)
 
 
 if __name__ == "__main__":

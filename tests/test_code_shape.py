@@ -16,7 +16,7 @@ MAX_LINES = 60
 #: objectives sit below models: a model's `objective` calls them, and they see a model only
 #: through its declared interface (encode, decode, prior).
 LAYERS = [
-    {"serialization", "runtime", "distributed", "optim", "config", "diagnostics"},
+    {"serialization", "runtime", "distributed", "optim", "averaging", "config", "diagnostics"},
     {"data"},
     {"nets", "distributions"},
     {"objectives", "fused"},

@@ -33,7 +33,7 @@ def torchrun(out, epochs, **kw):
 
 def weights(path):
     tensors, meta = load_tensors(path)
-    return {k: v for k, v in tensors.items() if k.startswith("model.")}, meta
+    return {k: v for k, v in tensors.items() if k.startswith(("model.", "ema."))}, meta
 
 
 @needs_dist
@@ -44,7 +44,7 @@ def test_two_processes_match_one_process_with_the_same_global_batch(tmp_path):
     single = ddp_worker.run(tmp_path / "single", 3)
     ddp, meta = weights(tmp_path / "ddp" / "checkpoint.safetensors")
     one, _ = weights(tmp_path / "single" / "checkpoint.safetensors")
-    assert ddp.keys() == one.keys()
+    assert ddp.keys() == one.keys() and any(k.startswith("ema.") for k in one)  # the weight average too
     for k in one:
         assert torch.allclose(ddp[k], one[k], atol=1e-4, rtol=1e-4), k
     # metrics were reduced over both ranks: the same numbers as one process sees
@@ -72,7 +72,8 @@ def test_killing_one_rank_leaves_a_valid_checkpoint_that_resumes(tmp_path):
     done = weights(ckpt)[1]["trainer"]["epoch"]
     assert done >= 1
     run = ddp_worker.train(model, aevb.data.load("digits", binarize="static", limit=1280), epochs=done + 1,
-                           batch_size=64, lr=3e-3, out=out, resume=True, progress=False, tensorboard=False)
+                           batch_size=64, lr=3e-3, out=out, resume=True, progress=False, tensorboard=False,
+                           ema=ddp_worker.EMA)
     assert run.last["epoch"] == done + 1 and len(run.history) == done + 1
 
 

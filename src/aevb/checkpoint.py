@@ -45,10 +45,12 @@ def _restore_optimizer(opt, tensors: dict, meta: dict) -> None:
     opt.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
 
 
-def save_checkpoint(path: Path, model, opt, trainer_state: dict, rng_states=None, best: dict | None = None) -> None:
+def save_checkpoint(path: Path, model, opt, trainer_state: dict, rng_states=None, best: dict | None = None,
+                    average: dict | None = None) -> None:
     """Everything needed to resume, in one safetensors file written atomically. `rng_states`:
     one RNG state per rank (default: this process's CPU RNG); `best`: the weights of the
-    best epoch (`train(keep_best=True)`), kept as "best.*" (what `aevb.models.load` loads)."""
+    best epoch (`train(keep_best=True)`), kept as "best.*"; `average`: the averaged
+    parameters (`train(ema=)`), "ema.*". `aevb.models.load` loads best.*, else ema.*, else model.*."""
     if not all(torch.isfinite(p).all() for p in model.parameters()):
         raise TrainingError("refusing to write a checkpoint with non-finite weights; "
                             f"the last good one is kept at {path}")
@@ -56,6 +58,7 @@ def save_checkpoint(path: Path, model, opt, trainer_state: dict, rng_states=None
     tensors = {f"model.{k}": v for k, v in model.state_dict().items()}
     tensors.update(opt_tensors)
     tensors.update({f"best.{k}": v for k, v in (best or {}).items()})
+    tensors.update({f"ema.{k}": v for k, v in (average or {}).items()})
     for i, st in enumerate(rng_states or [torch.get_rng_state()]):
         tensors[f"rng.{i}"] = st
     meta = {"model_config": model.full_config(), "trainer": trainer_state, "optimizer": opt_meta}
@@ -68,7 +71,8 @@ def save_checkpoint(path: Path, model, opt, trainer_state: dict, rng_states=None
 
 def load_checkpoint(path: Path, model, opt, ctx: distributed.Context | None = None) -> dict:
     """Restore `model`, `opt` and this rank's RNG from checkpoint `path`; returns the
-    trainer state (epoch, step, sums, history, ...; "best_weights" if it holds them)."""
+    trainer state (epoch, step, sums, history, ...; "best_weights" and "average_weights" if
+    it holds them)."""
     ctx = ctx or distributed.Context()
     tensors, meta = load_tensors(path)
     if "trainer" not in meta:
@@ -83,7 +87,9 @@ def load_checkpoint(path: Path, model, opt, ctx: distributed.Context | None = No
                                          key=lambda k: int(k.split(".")[1]))]
     distributed.set_rng_state(states[ctx.rank % len(states)], ctx)
     best = {k[5:]: v for k, v in tensors.items() if k.startswith("best.")}
-    return {**meta["trainer"], **({"best_weights": best} if best else {})}
+    average = {k[4:]: v for k, v in tensors.items() if k.startswith("ema.")}
+    return {**meta["trainer"], **({"best_weights": best} if best else {}),
+            **({"average_weights": average} if average else {})}
 
 
 # ----------------------------------------------------------------------------- damage checks
@@ -153,6 +159,6 @@ def _check_tensors(path, tensors: dict, params: list) -> None:
             if len(parts) != 3 or not parts[1].isdigit() or int(parts[1]) >= len(params) or (
                     v.ndim and v.shape != params[int(parts[1])].shape):
                 _damaged(path, f"{key} does not fit this model's parameters")
-        if (key.startswith(("optim.", "model.", "best.")) and v.is_floating_point()
+        if (key.startswith(("optim.", "model.", "best.", "ema.")) and v.is_floating_point()
                 and not bool(torch.isfinite(v).all())):
             _damaged(path, f"{key} holds non-finite values")

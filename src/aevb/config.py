@@ -84,6 +84,7 @@ class Config:
     validation: int = 0               # training images held out to choose the best epoch by (0: none)
     keep_best: bool = False           # with validation: the run's model is its best epoch's, not its last
     patience: int | None = None       # with validation: stop after this many epochs without a better validation bound
+    ema: float | None = None          # decay of a moving average of the weights (e.g. 0.999) that evaluation and the saved model use; null: the last weights
     threads: int | str | None = None  # CPU threads: auto (follow the load) | N (fixed); default: AEVB_THREADS or auto
 
     def to_dict(self) -> dict:
@@ -338,6 +339,7 @@ def _check(cfg: Config) -> None:
               "time_limit": (cfg.time_limit is None or 0 < cfg.time_limit < math.inf, "a positive number of seconds (or null)"),
               "validation": (cfg.validation >= 0, "0 or more training images"),
               "patience": (cfg.patience is None or cfg.patience >= 1, "1 or more epochs (or null)"),
+              "ema": (cfg.ema is None or 0 < cfg.ema < 1, "a decay between 0 and 1, e.g. 0.999 (or null)"),
               "seed": (0 <= cfg.seed <= MAX_SEED, f"0 to {MAX_SEED}"),
               "limit": (cfg.limit is None or cfg.limit >= 1, "1 or more (or null for all images)"),
               "classes": (cfg.classes is None or (len(cfg.classes) > 0 and all(

@@ -57,7 +57,7 @@ RESUMABLE = ("epochs", "threads", "device", "out", "data_dir", "compile", "time_
 #: the arguments of `train` recorded in config.json (and compared on resume)
 TRAINER_KEYS = ("epochs", "batch_size", "lr", "lr_schedule", "optimizer", "seed", "clip_grad", "warmup_epochs",
                 "noise", "device", "precision", "threads", "compile", "time_limit", "validation", "keep_best",
-                "patience")
+                "patience", "ema")
 _TMP = re.compile(r"^\.(?P<name>.+)\.[a-z0-9_]{8}\.tmp$")  # tempfile.mkstemp in atomic_write
 
 

@@ -32,7 +32,7 @@ from .training import train
 #: config keys passed to `aevb.train`
 TRAIN_KEYS = ("epochs", "batch_size", "lr", "lr_schedule", "optimizer", "seed", "clip_grad", "warmup_epochs", "noise",
               "device", "precision", "threads", "compile", "time_limit",
-              "validation", "keep_best", "patience")
+              "validation", "keep_best", "patience", "ema")
 #: config keys that choose the data
 DATA_KEYS = ("dataset", "data_dir", "binarize", "limit", "classes", "image_size", "channels")
 

@@ -7,6 +7,7 @@
           step(loop, x, y)                one optimizer step (skipped if non-finite)
         evaluate_epoch(loop, test)      the test split's mean objective terms
         validate(loop)                  the same on the held-out images; the best epoch so far
+                                        (both with the averaged weights, `ema`)
         end_epoch(loop, record, ...)    metrics.jsonl, checkpoint, TensorBoard, callbacks
 
 `train` minimizes `model.objective(x, y)["loss"]` over mini-batches sliced from an in-memory
@@ -19,14 +20,16 @@ global RNG (reparameterization noise, dynamic binarization) is saved in every ch
 Run directory:
   config.json               the resolved run config (data, model, training)
   checkpoint.safetensors    model weights, optimizer state, RNG state; model config and
-                            trainer state as JSON metadata (with `keep_best`, also the
-                            weights of the best epoch, "best.*"). Written atomically every epoch.
+                            trainer state as JSON metadata (with `ema`, also the averaged
+                            weights, "ema.*"; with `keep_best`, the weights of the best epoch,
+                            "best.*"). Written atomically every epoch.
   metrics.jsonl             one JSON line per epoch (nats per example)
   tb/                       TensorBoard events
   .aevb-run, .aevb-lock     the marker and lock of aevb.rundir (what aevb may replace or delete)
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import math
@@ -41,6 +44,7 @@ import torch
 from torch import nn
 
 from . import diagnostics, distributed, graphed, rundir, runtime
+from .averaging import WeightAverage
 from .checkpoint import TrainingError, load_checkpoint, save_checkpoint
 from .data import hold_out
 from .data.transforms import noisy_inputs
@@ -93,6 +97,7 @@ class Options:
     validation: int = 0
     keep_best: bool = False
     patience: int | None = None
+    ema: float | None = None
 
 
 @dataclass
@@ -125,6 +130,7 @@ class Loop:
     best: dict | None = None  # `keep_best`: the weights of the best epoch so far
     fused: Callable | None = None  # the model's `fused_step`, where it has one and it applies
     graphed: graphed.GraphedStep | None = None  # the step without host synchronization (CUDA graphs)
+    average: WeightAverage | None = None  # `ema`: the moving average of the weights
 
 
 def kl_warmup(beta: float | None, warmup_steps: float) -> Callable[[int], float | None]:
@@ -160,7 +166,7 @@ def train(model, dataset, *, epochs: int = 10, batch_size: int = 100, lr: float 
           device: str | None = "auto", precision: str = "fp32", threads: int | str | None = None,
           tuning: bool = True, compile: bool = False, callbacks=(), time_limit: float | None = None,
           lr_schedule: str = "constant", validation: int = 0, keep_best: bool = False,
-          patience: int | None = None) -> Run:
+          patience: int | None = None, ema: float | None = None) -> Run:
     """Train `model` on `dataset` by minimizing its objective; returns a `Run`.
 
     - `batch_size` is the global batch: under torchrun each of W ranks takes batch_size / W
@@ -173,14 +179,13 @@ def train(model, dataset, *, epochs: int = 10, batch_size: int = 100, lr: float 
       the target (denoising VAE); 0 disables it.
     - Non-finite loss or gradients: the step is skipped; every 10 in a row halve the lr;
       more than `max_skips` stop training with an error, keeping the last good checkpoint.
-    - `out`: run directory (metrics, checkpoints); None trains in memory only.
-    - `device`: "auto" (CUDA if present), "cpu", "cuda:1", ...; `precision`: fp32, or bf16 /
-      fp16 autocast, weights kept in fp32 (fp16 with loss scaling, for GPUs).
+    - `out`: run directory (metrics, checkpoints); None trains in memory only. `device`:
+      "auto" (CUDA if present), "cpu", "cuda:1", ...; `precision`: fp32, or bf16 / fp16
+      autocast, weights kept in fp32 (fp16 with loss scaling, for GPUs).
     - `threads`: "auto" (follows the machine's load) or a count, while training; None:
       AEVB_THREADS, else auto. `tuning=False` (AEVB_NO_TUNING=1): `aevb.runtime.tuned` is off.
-    - `compile`: forward and backward through torch.compile (after ~15-25 s): ~20-25% faster
-      than autograd for the MLP VAE at batch 100 on CPU, as fast as its fused step (which it
-      replaces; benchmarks/README.md). Equal to the eager step up to the random numbers.
+    - `compile`: forward and backward through torch.compile (after ~15-25 s), equal to the
+      eager step up to the random numbers; as fast as the MLP VAE's fused step, which it replaces.
     - `callbacks`: functions called as cb(run, record) after each epoch (on rank 0).
     - `time_limit`: seconds of wall clock for this call (evaluations included): training stops
       after the step that crosses it, with a checkpoint; `run.stopped` and the last record's
@@ -190,11 +195,13 @@ def train(model, dataset, *, epochs: int = 10, batch_size: int = 100, lr: float 
       after every epoch. `keep_best`: the model returned (and the one a run directory loads)
       is the best epoch's; the checkpoint keeps the last weights too, for `resume`.
       `patience`: stop ("early_stopping") after that many epochs without a better one.
+    - `ema`: evaluate, select by and return a moving average of the weights with this decay
+      (e.g. 0.999; `aevb.averaging`), kept beside the last weights in the checkpoint.
     - `progress`: True (a bar on a terminal, else lines), "lines", "both", False (`aevb.progress`).
     """
     options = Options(epochs, batch_size, lr, optimizer, seed, clip_grad, warmup_epochs, noise,
                       eval_batch_size, max_skips, precision, compile, time_limit, lr_schedule,
-                      validation, keep_best, patience)
+                      validation, keep_best, patience, ema)
     _check(model, dataset, options)
     dataset, val = hold_out(dataset, validation) if validation else (dataset, None)
     with runtime.tuned(threads, enabled=tuning):
@@ -203,14 +210,22 @@ def train(model, dataset, *, epochs: int = 10, batch_size: int = 100, lr: float 
         loop.val = val
         try:
             fit(loop, dataset, callbacks)
-            if loop.best is not None:
-                model.load_state_dict(loop.best)
+            _final_weights(loop)
         finally:
             loop.bar.close()
             if loop.writer is not None:
                 loop.writer.close()
     model.eval()
     return loop.run
+
+
+def _final_weights(loop: Loop) -> None:
+    """The model's weights after training: the best epoch's (`keep_best`), else the averaged
+    ones (`ema`), else the last."""
+    if loop.best is not None:
+        loop.model.load_state_dict(loop.best)
+    elif loop.average is not None:
+        loop.average.set_model()
 
 
 def _check(model, dataset, o: Options) -> None:
@@ -228,6 +243,8 @@ def _check(model, dataset, o: Options) -> None:
         raise ValueError(f"time_limit must be a positive number of seconds or None, got {o.time_limit}")
     if o.patience is not None and (isinstance(o.patience, bool) or not isinstance(o.patience, int) or o.patience < 1):
         raise ValueError(f"patience must be a positive number of epochs or None, got {o.patience!r}")
+    if o.ema is not None:
+        WeightAverage(nn.Linear(1, 1), o.ema)  # a bad decay is refused before anything starts
     if (o.keep_best or o.patience) and not o.validation:
         raise ValueError("keep_best and patience choose epochs by a validation split: set validation "
                          "(a number of training images to hold out), e.g. validation=1000")
@@ -264,6 +281,8 @@ def start(model, dataset, o: Options, device, *, out, resume: bool, overwrite: b
                 scaler=torch.amp.GradScaler(ctx.device.type, enabled=o.precision == "fp16"))
     if o.precision == "fp32" and not ctx.distributed and not o.compile:
         loop.fused = model.fused_step()
+    if o.ema is not None:
+        loop.average = WeightAverage(model, o.ema)
     torch.manual_seed(o.seed + ctx.rank)
     if out is not None:
         open_run_dir(loop, out, resume, overwrite, {"device": device, **(config or {})})
@@ -285,6 +304,9 @@ def open_run_dir(loop: Loop, out, resume: bool, overwrite: bool, config: dict) -
         loop.state = load_checkpoint(run.dir / "checkpoint.safetensors", model, loop.opt, ctx)
         run.history = [r for r in loop.state.pop("history") if "steps" not in r]  # a time limit's partial epoch goes
         loop.best = loop.state.pop("best_weights", None)
+        average = loop.state.pop("average_weights", None)
+        if loop.average is not None:  # ema is a setting of the run: a resumed run has the same
+            loop.average.load(average or {}, run.dir / "checkpoint.safetensors")
         linear.restore_choices(loop.state.pop("kernels", {}))  # the kernels it started with
         if ctx.main:
             _rewrite_metrics(run.dir, run.history)
@@ -314,8 +336,9 @@ def fit(loop: Loop, dataset, callbacks=()) -> None:
                 checkpoint(loop)
                 loop.run.stopped = _stop_name(loop.stop.raised)
                 return
-            record = {"epoch": loop.state["epoch"] + 1, **_train_means(loop), **evaluate_epoch(loop, test),
-                      **validate(loop)}
+            with _averaged(loop):
+                record = {"epoch": loop.state["epoch"] + 1, **_train_means(loop), **evaluate_epoch(loop, test),
+                          **validate(loop)}
             if _patience_spent(loop, record["epoch"]):  # the run is done, whatever else happened
                 record["stopped"] = EARLY_STOPPING
             elif loop.stop.raised == TIME_LIMIT:  # crossed on the epoch's last step
@@ -339,6 +362,8 @@ def run_epoch(loop: Loop, dataset) -> bool:
     for x, y in dataset.batches(o.batch_size // ctx.world_size, g, start=state["step"],
                                 rank=ctx.rank, world_size=ctx.world_size):
         step(loop, x, y)
+        if loop.average is not None:
+            loop.average.update(state["global_step"])
         state["step"] += 1
         state["global_step"] += 1
         loop.bar.update(1)
@@ -350,6 +375,11 @@ def run_epoch(loop: Loop, dataset) -> bool:
     return not (loop.stop.raised is not None and state["step"] < loop.steps_per_epoch)
 
 
+def _averaged(loop: Loop):
+    """A block in which the model holds its averaged weights (`ema`), else its own."""
+    return loop.average.swapped() if loop.average is not None else contextlib.nullcontext()
+
+
 def _stop_name(raised) -> str:
     return raised if raised == TIME_LIMIT else signal.Signals(raised).name
 
@@ -358,9 +388,10 @@ def _partial_record(loop: Loop, test) -> None:
     """The history record of an epoch that the time limit cut short: the means of its steps
     so far, the test terms, "steps" done and "stopped"; the trainer state stays mid-epoch."""
     state = loop.state
-    record = {"epoch": state["epoch"] + 1, "steps": state["step"], **_train_means(loop),
-              **evaluate_epoch(loop, test), **validate(loop), "seconds": round(time.perf_counter() - loop.t0, 3),
-              "skipped_steps": state["skipped"], "stopped": TIME_LIMIT}
+    with _averaged(loop):
+        record = {"epoch": state["epoch"] + 1, "steps": state["step"], **_train_means(loop),
+                  **evaluate_epoch(loop, test), **validate(loop), "seconds": round(time.perf_counter() - loop.t0, 3),
+                  "skipped_steps": state["skipped"], "stopped": TIME_LIMIT}
     loop.run.history.append(record)
     if loop.run.dir is not None and loop.ctx.main:
         _rewrite_metrics(loop.run.dir, loop.run.history)
@@ -549,7 +580,7 @@ def checkpoint(loop: Loop) -> None:
     if loop.run.dir is not None and loop.ctx.main:
         save_checkpoint(loop.run.dir / "checkpoint.safetensors", loop.model, loop.opt,
                         {**loop.state, "history": loop.run.history, "kernels": linear.choices()},
-                        rng, best=loop.best)
+                        rng, best=loop.best, average=loop.average.state() if loop.average is not None else None)
 
 
 class _Sums:

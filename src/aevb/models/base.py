@@ -296,9 +296,10 @@ def _read_checkpoint(path: Path) -> tuple[dict, dict, Path]:
         tensors, meta = load_tensors(ckpt)
         if "model_config" not in meta:
             raise CheckpointError(f"{ckpt}: no model config in this checkpoint; not written by aevb")
-        # a run trained with keep_best holds the best epoch's weights beside the last ones
-        prefix = "best." if any(k.startswith("best.") for k in tensors) else "model."
-        state = {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}
+        # a run trained with keep_best holds the best epoch's weights beside the last ones; one
+        # trained with ema the averaged parameters (its buffers are the last weights')
+        prefixes = ("best.",) if any(k.startswith("best.") for k in tensors) else ("model.", "ema.")
+        state = {k.split(".", 1)[1]: v for p in prefixes for k, v in tensors.items() if k.startswith(p)}
         return meta["model_config"], state, ckpt
     if (path / "config.json").exists():
         config = read_json(path / "config.json")
@@ -313,7 +314,8 @@ def _read_checkpoint(path: Path) -> tuple[dict, dict, Path]:
 
 def load(path) -> Model:
     """Load a model: from a run directory (its latest checkpoint: the last epoch's weights,
-    or the best epoch's for a run trained with `keep_best`), a checkpoint file, or a
+    the best epoch's for a run trained with `keep_best`, the averaged ones for a run trained
+    with `ema`), a checkpoint file, or a
     directory written by `Model.save`. Weights are safetensors, so loading runs no code.
     Checkpoints of earlier versions load too (their configs are upgraded, `upgrade_config`)."""
     config, state, ckpt = _read_checkpoint(Path(path))
