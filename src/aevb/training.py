@@ -44,7 +44,7 @@ import torch
 from torch import nn
 
 from . import diagnostics, distributed, graphed, rundir, runtime
-from .averaging import WeightAverage
+from .averaging import WeightAverage, check_decay
 from .checkpoint import TrainingError, load_checkpoint, save_checkpoint
 from .data import hold_out
 from .data.transforms import noisy_inputs
@@ -244,7 +244,7 @@ def _check(model, dataset, o: Options) -> None:
     if o.patience is not None and (isinstance(o.patience, bool) or not isinstance(o.patience, int) or o.patience < 1):
         raise ValueError(f"patience must be a positive number of epochs or None, got {o.patience!r}")
     if o.ema is not None:
-        WeightAverage(nn.Linear(1, 1), o.ema)  # a bad decay is refused before anything starts
+        check_decay(o.ema)  # a bad decay is refused before anything starts
     if (o.keep_best or o.patience) and not o.validation:
         raise ValueError("keep_best and patience choose epochs by a validation split: set validation "
                          "(a number of training images to hold out), e.g. validation=1000")
