@@ -334,7 +334,7 @@ def main(argv=None) -> int:
         result_files.check(a.json, "floor.py")
     global DEVICE
     DEVICE = torch.device(a.device)
-    res = {"command": " ".join(["python benchmarks/floor.py", *(sys.argv[1:] if argv is None else argv)]),
+    res = {"command": result_files.command("floor.py", argv),
            "machine": machine(), "device": str(DEVICE), "results": []}
     if DEVICE.type == "cuda":
         res["machine"]["gpu"] = torch.cuda.get_device_name(DEVICE)

@@ -87,7 +87,7 @@ def main(argv=None) -> int:
         print(f"round {i + 1}: aevb {ours['images_per_s']:,.0f} images/s (AEVB_GRAPH=0: "
               f"{eager['images_per_s']:,.0f}), examples-style {peer['images_per_s']:,.0f}: "
               f"{rounds[-1]['ratio']:.2f}x ({ours['data']} data)", flush=True)
-    res = {"command": " ".join(["python benchmarks/gpu_peers.py", *(sys.argv[1:] if argv is None else argv)]),
+    res = {"command": result_files.command("gpu_peers.py", argv),
            "device": a.device, "batch_size": a.batch_size, "rounds": rounds,
            "median_ratio": statistics.median(r["ratio"] for r in rounds),
            "median_graph_gain": statistics.median(r["graph_gain"] for r in rounds)}

@@ -136,15 +136,15 @@ def w_aevb(spec) -> dict:
         model = build_model(cfg, ds)
     except (ConfigError, ValueError, TypeError) as e:
         return {"skipped": f"this aevb refuses {settings}: {str(e).split(' (known keys')[0]}"}
-    n_val = spec["validation"]
+    n_val, ema = spec["validation"], spec.get("ema") or None
     small = dataclasses.replace(ds, test=subset(ds.test, EPOCH_TEST_IMAGES[bool(n_val)]))
     run = train(model, small, epochs=10**6, batch_size=100, lr=1e-3, seed=spec["seed"], progress=False,
                 tensorboard=False, time_limit=spec["budget"], warmup_epochs=cfg.warmup_epochs,
-                validation=n_val, keep_best=bool(n_val), ema=spec.get("ema") or None)
+                validation=n_val, keep_best=bool(n_val), ema=ema)
     last = run.last
     steps = math.ceil((len(ds.train) - n_val) / 100)
     epochs = last["epoch"] - 1 + last["steps"] / steps if "steps" in last else last["epoch"]
-    return {"epochs": epochs, "train_seconds": last["seconds"], "settings": settings, "ema": spec.get("ema") or None,
+    return {"epochs": epochs, "train_seconds": last["seconds"], "settings": settings, "ema": ema,
             "best_epoch": last.get("best_epoch"),
             "parameters": sum(p.numel() for p in model.parameters()), **_score(model, ds, spec)}
 
@@ -376,7 +376,7 @@ def table(results: dict, labels: dict) -> str:
 
 def write_report(out: Path, args, argv, results: dict, info: dict, started: str, notes: list[str]) -> None:
     labels = {k: label for k, label, _, _ in MODELS}
-    cmd = "python benchmarks/quality.py " + " ".join(argv)
+    cmd = result_files.command("quality.py", argv)
     checks = {k: r["adapter_check"] for k, r in results.items() if "adapter_check" in r}
     md = [f"# Log p(x) at equal training wall clock: aevb and pythae ({started})", "",
           f"Budget {args.budget:g} s of training per model; log p(x) by importance sampling, K={args.k}, "

@@ -106,7 +106,7 @@ def main(argv=None) -> int:
     text = report(pair_rows(runs), a.runs)
     print(text)
     if a.out:
-        cmd = "python benchmarks/quality_seeds.py " + " ".join(sys.argv[1:] if argv is None else argv)
+        cmd = result_files.command("quality_seeds.py", argv)
         result_files.write(a.out, "# quality.py's same-model pairs over training seeds\n\n"
                            "aevb - pythae in log p(x) (K=5000, 5,000 evaluation images), nats; the target is met "
                            "when the mean over seeds is >= 0.\n\n" + text + f"\n\nCommand: `{cmd}`\n", "quality_seeds.py")

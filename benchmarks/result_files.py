@@ -1,11 +1,11 @@
 """Where a benchmark may write a result: a new file, or one that the same benchmark wrote
 before, which is replaced (that is how benchmarks/results/*.md are regenerated). A file is the
-benchmark's when its text names the benchmark's command (`benchmarks/NAME.py`): every result
-a benchmark writes does, Markdown in its "Command" line, JSON in its "command" key and PNG in
-a text chunk. Any
-other existing file (a user's notes given to `--json` by mistake, a folder, a link) is refused
-before the benchmark starts measuring, with one line on stderr and exit status 2, and is never
-replaced. Results are written atomically (`aevb.serialization.atomic_write`).
+benchmark's when its text names the benchmark's command (`benchmarks/NAME.py`, as `command`
+writes it): every result a benchmark writes does, Markdown in its "Command" line, JSON in its
+"command" key and PNG in a text chunk. Any other existing file (a user's notes given to
+`--json` by mistake, a folder, a link) is refused before the benchmark starts measuring, with
+one line on stderr and exit status 2, and is never replaced. Results are written atomically
+(`aevb.serialization.atomic_write`).
 """
 from __future__ import annotations
 
@@ -16,6 +16,12 @@ from pathlib import Path
 
 #: how much of an existing file is read to find the benchmark's name
 HEAD = 1 << 20
+
+
+def command(script: str, argv=None) -> str:
+    """The command line that ran benchmarks/`script` (`argv`: its arguments, default sys.argv's),
+    which each result records and by which `refusal` knows the benchmark's own files."""
+    return " ".join([f"python benchmarks/{script}", *(sys.argv[1:] if argv is None else argv)])
 
 
 def refusal(path, script: str) -> str | None:

@@ -756,7 +756,7 @@ def main(argv=None):
     base = {"data_dir": args.data_dir, "limit": limit, "threads": args.threads}
     conv_hidden = [int(c) for c in args.conv_hidden.split(",")]
     mlp100 = {**base, "net": "mlp", "hidden": [400, 400], "batch_size": 100, "epochs": epochs}
-    out = {"command": " ".join(["python benchmarks/speed.py", *(sys.argv[1:] if argv is None else argv)]),
+    out = {"command": result_files.command("speed.py", argv),
            "machine": machine_info(), "quick": q, "settings": {
         "epochs": epochs, "conv_epochs": conv_epochs, "rounds": rounds, "budgets_s": budgets,
         "limit": limit, "threads": args.threads}, "notes": []}
