@@ -5,6 +5,7 @@
     python benchmarks/floor.py --net conv             # conv VAE (28x28, channels 32, 64)
     python benchmarks/floor.py --eval                 # importance-sampled log p(x), K=5000
     python benchmarks/floor.py --compile              # aevb's step with compile=True
+    python benchmarks/floor.py --peer                 # also the plain loop's step (peers/plain_loop.py)
     python benchmarks/floor.py --all --json floor.json
 
 The floor of one training step is the time of its matrix products at their real shapes,
@@ -27,6 +28,16 @@ machine hits both), and the ratio floor / step is taken per block; the median ov
 "step" is `aevb.evaluation.log_likelihood` on --eval-images images with K samples, and the
 floor is the forward products of the encoder on the images and of the decoder on K rows
 per image (the rows' chunking as evaluation does it).
+
+The ceiling. Some work outside the products is not overhead that a faster program could
+remove: every correct step draws one Bernoulli sample per pixel (dynamic binarization) and
+scores the logits with the Bernoulli log-likelihood (log(1 + e^l) per pixel, gradient
+sigmoid(l) - x); every evaluation call computes log(1 + e^l) for each pixel of its rows.
+Each block also times that work alone, each part at its cheapest in this torch
+(`required_work`), and reports ceiling = floor / (floor + required work): the most of its
+floor that any step of this model can reach here. A target above the ceiling cannot be met.
+With --peer each training block also times the plain loop of benchmarks/peers/plain_loop.py
+on the same images (its floor share; aevb / plain loop = aevb's share / the loop's).
 """
 from __future__ import annotations
 
@@ -143,16 +154,57 @@ def fused_adam(model: nn.Module):
     return opt.step
 
 
-def floor_block(kernels, adam, steps: int) -> float:
+def timed_block(fn, steps: int) -> float:
     sync()
     t0 = time.perf_counter()
     for _ in range(steps):
+        fn()
+    sync()
+    return (time.perf_counter() - t0) / steps
+
+
+def floor_block(kernels, adam, steps: int) -> float:
+    def once():
         for _, k, _ in kernels:
             k()
         if adam is not None:
             adam()
-    sync()
-    return (time.perf_counter() - t0) / steps
+    return timed_block(once, steps)
+
+
+def required_work(pixels: int, rows: int, draws: bool = True, gradient: bool = True):
+    """A zero-argument function doing the per-pixel work that every correct step
+    (`gradient`) or evaluation call of a VAE with Bernoulli pixels must do besides its
+    products, each part at its cheapest here:
+    - with `draws`, `pixels` random draws of 32 bits from torch's generator (dynamic
+      binarization: one word per pixel, the fewest that keep torch.bernoulli's 24-bit
+      resolution, as aevb's transforms.binarize draws them);
+    - the Bernoulli log-likelihood summed over `rows` rows of logits, which needs
+      log(1 + e^l) per pixel: the faster of binary_cross_entropy_with_logits and softplus
+      summed minus the dot product x . l;
+    - with `gradient`, its gradient sigmoid(l) - x, in place.
+    Bias additions, ReLUs and their gradients are not counted: a kernel can fold them into
+    the products (a column of ones, a GEMM epilogue)."""
+    logits = torch.randn(rows, pixels // rows, device=DEVICE)
+    x = (torch.rand_like(logits) < 0.2).float()
+    words = torch.empty((pixels + 1) // 2, dtype=torch.int64, device=DEVICE)
+    grad = torch.empty_like(logits)
+    likelihood = min(likelihood_candidates(logits, x), key=_best_time)
+
+    def work():
+        if draws:
+            words.random_(-(2 ** 63), None)
+        likelihood()
+        if gradient:
+            torch.sigmoid(logits, out=grad).sub_(x)
+    return work
+
+
+def likelihood_candidates(logits: torch.Tensor, x: torch.Tensor) -> list:
+    """Ways to compute -log p(x | logits) = sum log(1 + e^l) - x . l of Bernoulli pixels,
+    as zero-argument functions (tests/test_bench_outputs.py checks that they agree)."""
+    return [lambda: F.binary_cross_entropy_with_logits(logits, x, reduction="sum"),
+            lambda: F.softplus(logits).sum() - torch.dot(logits.view(-1), x.view(-1))]
 
 
 # ----------------------------------------------------------------------------- what aevb does
@@ -173,13 +225,15 @@ def _model(net: str, shape):
 
 
 def measure_training(net: str, batch: int, steps: int, blocks: int, profile: int = 0,
-                     compiled: bool = False) -> dict:
+                     compiled: bool = False, peer: bool = False) -> dict:
     from aevb import train
     ds, source = _dataset(batch * steps, 1)
     model = _model(net, ds.shape).to(DEVICE)
     kernels = capture_products(model, ds.train.x[:batch].to(DEVICE))
     adam = fused_adam(model)
-    floors, steps_t, marks = [], [], {}
+    required = required_work(ds.train.x[:batch].numel(), batch, draws=ds.binarize == "dynamic")
+    plain = _plain_loop(ds.train.x.to(DEVICE), batch) if peer and net == "mlp" else None
+    floors, steps_t, marks, extra = [], [], {}, {"required_ms": [], "plain_ms": []}
     profiler = _Profiler(profile, steps)
 
     def between_epochs(run, record):
@@ -189,6 +243,9 @@ def measure_training(net: str, batch: int, steps: int, blocks: int, profile: int
         if "t" in marks:
             steps_t.append((now - marks["t"]) / steps)
             floors.append(floor_block(kernels, adam, steps))
+            extra["required_ms"].append(round(1e3 * timed_block(required, steps), 3))
+            if plain is not None:
+                extra["plain_ms"].append(round(1e3 * plain() / steps, 3))
         if len(steps_t) == 1:
             profiler.start()  # the third epoch: start-up is over
         marks["t"] = time.perf_counter()
@@ -198,12 +255,25 @@ def measure_training(net: str, batch: int, steps: int, blocks: int, profile: int
           compile=compiled, callbacks=[between_epochs])
     what = f"{net} training step" + (" (compile)" if compiled else "")
     res = _summary({"what": what, "batch": batch, "steps_per_block": steps,
-                    "data": source}, kernels, floors, steps_t)
-    if profiler.table:
-        res["profile"], res["blocks"] = profiler.table, res["blocks"] - 1  # the profiled block is slower
+                    "data": source}, kernels, floors, steps_t, **extra)
+    if profiler.table:  # the profiled block is slower: left out of the shares
+        res["profile"], res["blocks"] = profiler.table, res["blocks"] - 1
         res["floor_share"] = res["floor_share"][:1] + res["floor_share"][2:]
         res["median_floor_share"] = round(statistics.median(res["floor_share"]), 3)
     return res
+
+
+def _plain_loop(images: torch.Tensor, batch: int):
+    """One epoch of benchmarks/peers/plain_loop.py over `images` (a fresh model of the same
+    architecture; its first epoch is run here, as warm-up), as a function returning seconds."""
+    import importlib.util
+    spec = importlib.util.spec_from_file_location("plain_loop", REPO / "benchmarks" / "peers" / "plain_loop.py")
+    plain = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(plain)
+    torch.manual_seed(0)
+    enc, dec = (m.to(DEVICE) for m in plain.make_model())
+    opt = torch.optim.Adam([*enc.parameters(), *dec.parameters()], lr=1e-3, fused=True)
+    return lambda: timed_block(lambda: plain.train_epoch(enc, dec, opt, images, batch), 1)
 
 
 class _Profiler:
@@ -246,19 +316,14 @@ def measure_eval(images: int, k: int, blocks: int) -> dict:
             for _, f, _ in dec:
                 f()
 
-    floors, steps_t = [], []
+    required = required_work(rows * math.prod(x.shape[1:]), rows, draws=False, gradient=False)
+    floors, steps_t, needed = [], [], []
     for _ in range(blocks):
-        sync()
-        t0 = time.perf_counter()
-        log_likelihood(model, x, samples=k)
-        sync()
-        steps_t.append(time.perf_counter() - t0)
-        t0 = time.perf_counter()
-        floor_once()
-        sync()
-        floors.append(time.perf_counter() - t0)
+        steps_t.append(timed_block(lambda: log_likelihood(model, x, samples=k), 1))
+        floors.append(timed_block(floor_once, 1))
+        needed.append(round(1e3 * timed_block(required, round(calls)) * round(calls), 3))
     return _summary({"what": "importance-sampled log p(x)", "images": images, "K": k, "rows": rows,
-                     "data": source}, enc + dec, floors, steps_t)
+                     "data": source}, enc + dec, floors, steps_t, required_ms=needed)
 
 
 def _part_products(part: nn.Module, inp: torch.Tensor) -> list:
@@ -289,14 +354,24 @@ def _decoder_products(model, z):
     return _part_products(model.decoder, z)
 
 
-def _summary(info: dict, kernels, floors, steps_t) -> dict:
+def _summary(info: dict, kernels, floors, steps_t, required_ms=(), plain_ms=()) -> dict:
+    """Per-block floor shares and their median; the ceiling (floor / (floor + required work))
+    and the plain loop's share where measured."""
     ratios = [f / s for f, s in zip(floors, steps_t)]
-    return {**info, "blocks": len(ratios), "threads": torch.get_num_threads(),
-            "floor_ms": [round(1e3 * f, 3) for f in floors],
-            "step_ms": [round(1e3 * s, 3) for s in steps_t],
-            "floor_share": [round(r, 3) for r in ratios],
-            "median_floor_share": round(statistics.median(ratios), 3) if ratios else None,
-            "products": [(name, round(1e6 * t, 1)) for name, _, t in kernels]}
+    res = {**info, "blocks": len(ratios), "threads": torch.get_num_threads(),
+           "floor_ms": [round(1e3 * f, 3) for f in floors],
+           "step_ms": [round(1e3 * s, 3) for s in steps_t],
+           "floor_share": [round(r, 3) for r in ratios],
+           "median_floor_share": round(statistics.median(ratios), 3) if ratios else None,
+           "products": [(name, round(1e6 * t, 1)) for name, _, t in kernels]}
+    for key, ms, share in (("required_ms", required_ms, lambda f, r: f / (f + r)),
+                           ("plain_ms", plain_ms, lambda f, p: f / p)):
+        if ms:
+            shares = [share(1e3 * f, m) for f, m in zip(floors, ms)]
+            name = "ceiling" if key == "required_ms" else "plain_share"
+            res.update({key: list(ms), name: [round(v, 3) for v in shares],
+                        f"median_{name}": round(statistics.median(shares), 3)})
+    return res
 
 
 def machine() -> dict:
@@ -314,6 +389,21 @@ def machine() -> dict:
             "load_before": round(os.getloadavg()[0], 2)}
 
 
+def _line(r: dict) -> str:
+    """One result as a line: the floor share, the ceiling, the plain loop where measured."""
+    text = (f"{r['what']}: floor / step = {r['median_floor_share']:.0%} (median of {r['blocks']} blocks; "
+            f"floor {statistics.median(r['floor_ms']):.3f} ms, step {statistics.median(r['step_ms']):.3f} ms; "
+            f"per block {', '.join(f'{v:.0%}' for v in r['floor_share'])})")
+    if "ceiling" in r:
+        text += (f"; ceiling {r['median_ceiling']:.0%} (required work "
+                 f"{statistics.median(r['required_ms']):.3f} ms)")
+    if "plain_share" in r:
+        ratio = statistics.median(p / s for p, s in zip(r["plain_ms"], r["step_ms"]))
+        text += (f"; plain loop {r['median_plain_share']:.0%} of the floor "
+                 f"({statistics.median(r['plain_ms']):.3f} ms), aevb / plain loop {ratio:.2f}")
+    return text
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--net", choices=["mlp", "conv"], default="mlp")
@@ -328,6 +418,8 @@ def main(argv=None) -> int:
                    help="also profile one block of training steps: the ROWS costliest operators")
     p.add_argument("--device", default="cpu", help="cpu or cuda[:N]")
     p.add_argument("--compile", action="store_true", help="aevb's step with compile=True (torch.compile)")
+    p.add_argument("--peer", action="store_true",
+                   help="MLP training: also time the plain loop (benchmarks/peers/plain_loop.py) in every block")
     p.add_argument("--json", default=None)
     a = p.parse_args(argv)
     if a.json:
@@ -343,11 +435,9 @@ def main(argv=None) -> int:
     for job in jobs:
         r = (measure_eval(a.eval_images, a.k, a.blocks) if job == "eval" else
              measure_training(job[0], job[1], a.steps if job[1] <= 100 else max(10, a.steps // 10), a.blocks,
-                                  a.profile, a.compile))
+                                  a.profile, a.compile, a.peer))
         res["results"].append(r)
-        print(f"{r['what']}: floor / step = {r['median_floor_share']:.0%} (median of {r['blocks']} blocks; "
-              f"floor {statistics.median(r['floor_ms']):.3f} ms, step {statistics.median(r['step_ms']):.3f} ms; "
-              f"per block {', '.join(f'{v:.0%}' for v in r['floor_share'])})", flush=True)
+        print(_line(r), flush=True)
         for name, us, calls in r.get("profile", []):
             print(f"  {us:9.1f} us/step  {calls:6.1f} calls/step  {name}")
     res["machine"]["load_after"] = round(os.getloadavg()[0], 2)
