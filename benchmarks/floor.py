@@ -202,7 +202,7 @@ def required_work(pixels: int, rows: int, draws: bool = True, gradient: bool = T
 
 def likelihood_candidates(logits: torch.Tensor, x: torch.Tensor) -> list:
     """Ways to compute -log p(x | logits) = sum log(1 + e^l) - x . l of Bernoulli pixels,
-    as zero-argument functions (tests/test_bench_outputs.py checks that they agree)."""
+    as zero-argument functions (tests/test_bench_floor.py checks that they agree)."""
     return [lambda: F.binary_cross_entropy_with_logits(logits, x, reduction="sum"),
             lambda: F.softplus(logits).sum() - torch.dot(logits.view(-1), x.view(-1))]
 

@@ -88,27 +88,3 @@ def test_the_committed_results_name_their_benchmark():
         assert result_files.refusal(f, script) is None, f
     assert result_files.refusal(BENCH.parent / "docs" / "explore.png", "explore.py") is None
 
-
-def test_floor_ceiling_candidates_compute_the_bernoulli_likelihood():
-    """The ceiling of benchmarks/floor.py times the cheapest of these; each must be the
-    negative Bernoulli log-likelihood, checked against the float64 formula."""
-    import floor
-    import torch
-    g = torch.Generator().manual_seed(0)
-    logits = torch.randn(50, 784, generator=g) * 4
-    x = (torch.rand(50, 784, generator=g) < 0.3).float()
-    p = torch.sigmoid(logits.double())
-    want = -(x * p.log() + (1 - x) * (1 - p).log()).sum().item()
-    for f in floor.likelihood_candidates(logits, x):
-        assert abs(f().item() - want) < 1e-4 * abs(want)
-
-
-def test_floor_reports_the_ceiling_and_the_plain_loop(tmp_path):
-    out = tmp_path / "floor.json"
-    p = run("floor.py", "--steps", 2, "--blocks", 2, "--peer", "--json", out)
-    assert p.returncode == 0, p.stderr[-2000:]
-    import json
-    (r,) = json.loads(out.read_text())["results"]
-    assert len(r["required_ms"]) == len(r["plain_ms"]) == len(r["step_ms"]) == 2
-    assert 0 < r["median_ceiling"] < 1 and r["median_plain_share"] > 0
-    assert "ceiling" in p.stdout and "aevb / plain loop" in p.stdout
