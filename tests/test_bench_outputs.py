@@ -87,4 +87,3 @@ def test_the_committed_results_name_their_benchmark():
             "quality.py" if f.name.startswith("quality") else f.stem + ".py")
         assert result_files.refusal(f, script) is None, f
     assert result_files.refusal(BENCH.parent / "docs" / "explore.png", "explore.py") is None
-
