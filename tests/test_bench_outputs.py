@@ -27,7 +27,8 @@ def refused(p: subprocess.CompletedProcess, *words) -> bool:
 
 @pytest.mark.parametrize("script, flag", [("floor.py", "--json"), ("speed.py", "--json"),
                                           ("gpu_peers.py", "--json"), ("model_zoo.py", "--out"),
-                                          ("quality_seeds.py", "--out")])
+                                          ("quality_seeds.py", "--out"), ("peers/plain_loop.py", "--json"),
+                                          ("peers/examples_style.py", "--json")])
 def test_a_users_file_given_as_the_output_is_refused_and_kept(tmp_path, script, flag):
     notes = tmp_path / "notes.txt"
     notes.write_text("my notes, which mention benchmarks/ but not this script\n")
@@ -87,3 +88,11 @@ def test_the_committed_results_name_their_benchmark():
             "quality.py" if f.name.startswith("quality") else f.stem + ".py")
         assert result_files.refusal(f, script) is None, f
     assert result_files.refusal(BENCH.parent / "docs" / "explore.png", "explore.py") is None
+
+
+def test_a_peer_replaces_its_own_result(tmp_path):
+    out = tmp_path / "plain.json"
+    for _ in range(2):  # the second run finds the first one's result and replaces it
+        p = run("peers/plain_loop.py", "--epochs", 1, "--limit", 200, "--json", out)
+        assert p.returncode == 0, p.stderr[-2000:]
+    assert "benchmarks/peers/plain_loop.py" in out.read_text()

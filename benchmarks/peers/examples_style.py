@@ -21,6 +21,7 @@ images (binarized once with aevb's fixed seed).
 import argparse
 import json
 import resource
+import sys
 import time
 from pathlib import Path
 
@@ -152,6 +153,10 @@ def main(argv=None):
     p.add_argument("--device", default="cpu", help="cpu or cuda")
     p.add_argument("--json", default=None, help="also write the result to this file")
     args = p.parse_args(argv)
+    sys.path.insert(0, str(HERE.parent))  # benchmarks/, for result_files
+    import result_files
+    if args.json:  # a new file, or this peer's own earlier result: never a file it did not write
+        result_files.check(args.json, "peers/examples_style.py")
     if args.threads:
         torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
@@ -172,6 +177,7 @@ def main(argv=None):
     timed = times[1:] or times
     n = len(train_x)
     result = {
+        "command": result_files.command("peers/examples_style.py", argv),
         "peer": "examples-style", "device": str(device), "batch_size": args.batch_size, "epochs": args.epochs,
         "threads": torch.get_num_threads(), "train_images": n,
         "images_per_s": n * len(timed) / sum(timed), "seconds_per_epoch": sum(timed) / len(timed),
@@ -181,7 +187,7 @@ def main(argv=None):
     }
     text = json.dumps(result)
     if args.json:
-        Path(args.json).write_text(text + "\n")
+        result_files.write(args.json, text + "\n", "peers/examples_style.py")
     print(text)
 
 

@@ -21,6 +21,7 @@ Prints the same JSON object as examples_style.py (its data loading and test loss
 import argparse
 import importlib.util
 import json
+import sys
 import time
 from pathlib import Path
 
@@ -74,6 +75,10 @@ def main(argv=None):
     p.add_argument("--limit", type=int, default=None, help="use only the first N images of each split")
     p.add_argument("--json", default=None, help="also write the result to this file")
     args = p.parse_args(argv)
+    sys.path.insert(0, str(HERE.parent))  # benchmarks/, for result_files
+    import result_files
+    if args.json:  # a new file, or this peer's own earlier result: never a file it did not write
+        result_files.check(args.json, "peers/plain_loop.py")
     if args.threads:
         torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
@@ -93,14 +98,15 @@ def main(argv=None):
         test_loss = sum(loss_sum(enc, dec, test_x[i:i + 1000]).item()
                         for i in range(0, len(test_x), 1000)) / len(test_x)
     n = len(train_x)
-    result = {"peer": "plain-loop", "device": "cpu", "batch_size": args.batch_size, "epochs": args.epochs,
+    result = {"command": result_files.command("peers/plain_loop.py", argv),
+              "peer": "plain-loop", "device": "cpu", "batch_size": args.batch_size, "epochs": args.epochs,
               "threads": torch.get_num_threads(), "train_images": n,
               "images_per_s": n * len(timed) / sum(timed), "seconds_per_epoch": sum(timed) / len(timed),
               "epoch_seconds": [round(t, 4) for t in times], "train_loss": losses[-1],
               "test_loss": test_loss, "peak_rss_mib": examples.peak_rss_mib()}
     text = json.dumps(result)
     if args.json:
-        Path(args.json).write_text(text + "\n")
+        result_files.write(args.json, text + "\n", "peers/plain_loop.py")
     print(text)
 
 

@@ -41,6 +41,10 @@ def main(argv=None):
     p.add_argument("--limit", type=int, default=None, help="use only the first N images of each split")
     p.add_argument("--json", default=None, help="also write the result to this file")
     args = p.parse_args(argv)
+    sys.path.insert(0, str(HERE.parent))  # benchmarks/, for result_files
+    import result_files
+    if args.json:  # a new file, or this peer's own earlier result: never a file it did not write
+        result_files.check(args.json, "peers/pythae_peer.py")
     if args.threads:
         torch.set_num_threads(args.threads)
 
@@ -93,6 +97,7 @@ def main(argv=None):
         test_loss = sum(float(model(DatasetOutput(data=ds.test.x[i:i + 1000])).loss) * len(ds.test.x[i:i + 1000])
                         for i in range(0, len(ds.test), 1000)) / len(ds.test)
     result = {
+        "command": result_files.command("peers/pythae_peer.py", argv),
         "peer": "pythae", "pythae_version": getattr(pythae, "__version__", _dist_version()),
         "torch": torch.__version__, "batch_size": args.batch_size, "epochs": args.epochs,
         "threads": torch.get_num_threads(), "train_images": n,
@@ -102,7 +107,7 @@ def main(argv=None):
     }
     text = json.dumps(result)
     if args.json:
-        Path(args.json).write_text(text + "\n")
+        result_files.write(args.json, text + "\n", "peers/pythae_peer.py")
     print(text)
 
 
